@@ -1,0 +1,42 @@
+"""Errors raised by lrtune.
+
+The library raises these; the CLI maps them to exit codes in one place
+(:func:`lrtune.cli.main`). Anything the user can fix by changing their input is
+a :class:`UsageError` (exit code 2); failures outside the user's control are a
+plain :class:`LrtuneError` (exit code 1).
+
+Example:
+    >>> from lrtune.errors import UsageError
+    >>> UsageError("start_lr must be below end_lr").exit_code
+    2
+"""
+
+from __future__ import annotations
+
+
+class LrtuneError(Exception):
+    """Base class of every error lrtune raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(LrtuneError, ValueError):
+    """The user's input is wrong: bad option, bad file, unknown name.
+
+    It is also a :class:`ValueError`, so settings objects validated in
+    ``__post_init__`` raise it and Python callers can catch either.
+    """
+
+    exit_code = 2
+
+
+class TaskError(UsageError):
+    """A task cannot be loaded or built (unknown name, broken module, bad return value)."""
+
+
+class DataUnavailableError(UsageError):
+    """A dataset is missing locally and cannot be downloaded."""
+
+
+class DeviceError(UsageError):
+    """The requested device is not available (e.g. ``--device cuda`` without a GPU)."""
