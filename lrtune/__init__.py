@@ -26,8 +26,16 @@ _LAZY: dict[str, str] = {
     "ScheduleSpec": "lrtune.schedules",
 }
 
-__all__ = ["FinderResult", "LRFinder", "ScheduleSpec", "Task", "__version__", "build_schedule",
-           "load_schedule", "load_task"]
+__all__ = [
+    "FinderResult",
+    "LRFinder",
+    "ScheduleSpec",
+    "Task",
+    "__version__",
+    "build_schedule",
+    "load_schedule",
+    "load_task",
+]
 
 if TYPE_CHECKING:
     from lrtune.finder import FinderResult, LRFinder

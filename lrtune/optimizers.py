@@ -12,7 +12,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +50,9 @@ class OptimizerSpec:
         if self.name not in OPTIMIZER_DEFAULTS:
             raise UsageError(f"unknown optimizer {self.name!r}; choose one of: {', '.join(OPTIMIZER_NAMES)}")
         if "lr" in self.kwargs:
-            raise UsageError("optimizer kwargs must not contain 'lr': the learning rate comes from the schedule")
+            raise UsageError(
+                "optimizer kwargs must not contain 'lr': the learning rate comes from the schedule"
+            )
         for key, value in self.kwargs.items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise UsageError(f"optimizer argument {key}={value!r} must be finite")
@@ -72,13 +74,11 @@ class OptimizerSpec:
         return cls(name=str(data["name"]), kwargs=kwargs)
 
 
-def build_optimizer(
-    spec: OptimizerSpec, params: Iterable[Any], *, lr: float
-) -> torch.optim.Optimizer:
+def build_optimizer(spec: OptimizerSpec, params: Iterable[Any], *, lr: float) -> torch.optim.Optimizer:
     """Build the torch optimizer ``spec`` names over ``params`` with learning rate ``lr``."""
     import torch
 
-    classes: dict[str, type[torch.optim.Optimizer]] = {
+    classes: dict[str, Callable[..., torch.optim.Optimizer]] = {
         "sgd": torch.optim.SGD,
         "adam": torch.optim.Adam,
         "adamw": torch.optim.AdamW,
