@@ -1,0 +1,358 @@
+"""Tests for lrtune.tasks: the Task contract, metrics, built-in tasks and loading user tasks."""
+
+from __future__ import annotations
+
+import math
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from lrtune.errors import DataUnavailableError, TaskError, UsageError
+from lrtune.tasks import (
+    TASKS,
+    Task,
+    accuracy,
+    batch_metric,
+    cifar_resnet18,
+    gaussian_nll,
+    imagefolder_task,
+    load_task,
+    metric_name,
+    metric_value,
+)
+
+
+def size(dataset: Any) -> int:
+    return len(dataset)
+
+
+def tiny_task(**overrides: Any) -> Task:
+    data = TensorDataset(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))
+    kwargs: dict[str, Any] = {"name": "tiny", "model": lambda: nn.Linear(2, 2), "train": data, "val": data}
+    kwargs.update(overrides)
+    return Task(**kwargs)
+
+
+# --------------------------------------------------------------------------- Task
+
+
+def test_task_defaults_match_the_contract() -> None:
+    task = tiny_task()
+    assert task.loss is F.cross_entropy
+    assert task.metric == "accuracy"
+    assert task.batch_size == 128
+    assert task.metric_mode == "max"
+    with pytest.raises(AttributeError):
+        task.batch_size = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"name": ""}, "non-empty name"),
+        ({"model": nn.Linear(2, 2).weight}, "model must be a callable"),
+        ({"train": [1, 2][:0]}, "train dataset is empty"),
+        ({"val": iter([1])}, "val dataset must have a length"),
+        ({"loss": "mse"}, "loss must be callable"),
+        ({"metric": "f1"}, "metric must be 'accuracy'"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"batch_size": 2.0}, "batch_size must be an integer >= 1"),
+        ({"batch_size": True}, "batch_size must be an integer >= 1"),
+        ({"metric_mode": "up"}, "metric_mode must be 'max' or 'min'"),
+        ({"metric_mode": "min"}, "accuracy is maximized"),
+    ],
+)
+def test_task_rejects_bad_fields(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(TaskError, match=message) as info:
+        tiny_task(**overrides)
+    assert isinstance(info.value, UsageError)
+    assert info.value.exit_code == 2
+    assert "\n" not in str(info.value)
+
+
+def test_task_accepts_callable_metric_minimized() -> None:
+    def mean_abs_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return (outputs - targets).abs().mean()
+
+    task = tiny_task(metric=mean_abs_error, metric_mode="min", loss=F.l1_loss)
+    assert metric_name(task) == "mean_abs_error"
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_accuracy_multiclass_binary_and_one_hot() -> None:
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [0.0, 0.0, 1.0], [5.0, 0.0, 0.0]])
+    labels = torch.tensor([0, 1, 1, 2])
+    assert accuracy(logits, labels).item() == pytest.approx(0.5)
+    assert accuracy(logits, F.one_hot(labels, 3).float()).item() == pytest.approx(0.5)
+    binary = torch.tensor([[1.5], [-0.5], [0.2]])
+    assert accuracy(binary, torch.tensor([[1], [1], [1]])).item() == pytest.approx(2 / 3)
+    assert accuracy(binary.flatten(), torch.tensor([1, 0, 0])).item() == pytest.approx(2 / 3)
+    segmentation = torch.zeros(1, 2, 2, 2)
+    segmentation[0, 1, 0, :] = 1.0  # class 1 on the top row
+    assert accuracy(segmentation, torch.tensor([[[1, 1], [0, 1]]])).item() == pytest.approx(0.75)
+
+
+def test_metric_names() -> None:
+    assert metric_name(tiny_task()) == "accuracy"
+    assert metric_name(tiny_task(metric=None)) is None
+    assert metric_name(tiny_task(metric=lambda o, t: 0.0)) == "metric"
+
+
+def test_batch_metric_stays_a_tensor_on_the_device() -> None:
+    outputs, targets = torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.tensor([1, 1])
+    value = batch_metric(tiny_task(), outputs, targets)
+    assert isinstance(value, torch.Tensor) and value.shape == () and value.dtype == torch.float32
+    assert value.item() == pytest.approx(0.5)
+    assert batch_metric(tiny_task(metric=None), outputs, targets) is None
+    as_float = batch_metric(tiny_task(metric=lambda o, t: 0.25), outputs, targets)
+    assert as_float is not None and as_float.item() == pytest.approx(0.25)
+    assert metric_value(tiny_task(), outputs, targets) == pytest.approx(0.5)
+    assert metric_value(tiny_task(metric=None), outputs, targets) is None
+
+
+def test_batch_metric_rejects_non_scalar_results() -> None:
+    with pytest.raises(TaskError, match=r"must return a scalar, got a tensor of shape \(2,\)"):
+        batch_metric(tiny_task(metric=lambda o, t: o[:, 0]), torch.zeros(2, 2), torch.zeros(2))
+    with pytest.raises(TaskError, match="must return a float or a 0-dim tensor, got str"):
+        batch_metric(tiny_task(metric=lambda o, t: "high"), torch.zeros(2, 2), torch.zeros(2))
+
+
+def test_gaussian_nll_closed_form() -> None:
+    torch.manual_seed(0)
+    outputs, targets = torch.randn(8, 2), torch.randn(8, 1)
+    mean, log_var = outputs[:, 0], outputs[:, 1]
+    by_hand = 0.5 * (math.log(2 * math.pi) + log_var + (targets[:, 0] - mean) ** 2 / log_var.exp())
+    assert gaussian_nll(outputs, targets).item() == pytest.approx(by_hand.mean().item(), rel=1e-6)
+    torch_nll = F.gaussian_nll_loss(mean, targets[:, 0], log_var.exp(), full=True)
+    assert gaussian_nll(outputs, targets).item() == pytest.approx(torch_nll.item(), rel=1e-5)
+    # A sharp, correct prediction has a negative NLL.
+    sharp = torch.tensor([[0.3, math.log(0.01)]])
+    assert gaussian_nll(sharp, torch.tensor([[0.3]])).item() == pytest.approx(
+        0.5 * math.log(2 * math.pi * 0.01)
+    )
+
+
+# --------------------------------------------------------------------------- offline built-in tasks
+
+
+def test_digits_is_the_offline_default() -> None:
+    task = load_task("digits")
+    assert (task.name, size(task.train), size(task.val), task.batch_size) == ("digits", 1437, 360, 64)
+    x, y = task.train.tensors  # type: ignore[attr-defined]
+    assert x.dtype == torch.float32 and x.shape == (1437, 64) and y.dtype == torch.int64
+    assert x.min().item() >= 0.0 and x.max().item() == 1.0
+    # Stratified: every class holds ~20% of its samples in validation.
+    val_counts = torch.bincount(task.val.tensors[1], minlength=10)  # type: ignore[attr-defined]
+    all_counts = val_counts + torch.bincount(y, minlength=10)
+    assert torch.all((val_counts.float() / all_counts - 0.2).abs() < 0.02)
+    again = load_task("digits")
+    assert torch.equal(again.val.tensors[0], task.val.tensors[0])  # type: ignore[attr-defined]
+    assert task.model()(x[:5]).shape == (5, 10)
+    assert task.loss is F.cross_entropy and task.metric == "accuracy"
+
+
+@pytest.mark.parametrize(
+    ("name", "outputs", "loss"), [("friedman", 1, F.mse_loss), ("friedman-nll", 2, gaussian_nll)]
+)
+def test_friedman_tasks(name: str, outputs: int, loss: Any) -> None:
+    task = load_task(name)
+    assert (size(task.train), size(task.val), task.metric, task.loss) == (3200, 800, None, loss)
+    x, y = task.train.tensors  # type: ignore[attr-defined]
+    assert x.shape == (3200, 10) and y.shape == (3200, 1) and y.dtype == torch.float32
+    assert abs(y.mean().item()) < 1e-5 and y.std().item() == pytest.approx(1.0, abs=1e-3)
+    assert task.model()(x[:3]).shape == (3, outputs)
+
+
+def test_registry_lists_the_builtins_and_fails_loudly() -> None:
+    assert set(TASKS) == {"digits", "friedman", "friedman-nll", "mnist", "fashion-mnist", "cifar10"}
+    with pytest.raises(TaskError, match=r"unknown task 'digit'; built-in tasks: digits, friedman") as info:
+        load_task("digit")
+    assert "module:function" in str(info.value)
+    with pytest.raises(TaskError, match="must be a name or module:function"):
+        load_task("  ")
+
+
+# --------------------------------------------------------------------------- torchvision tasks
+
+
+def test_mnist_missing_without_download(tmp_path: Path) -> None:
+    data_dir = tmp_path / "nowhere"
+    with pytest.raises(DataUnavailableError) as info:
+        load_task("mnist", data_dir=data_dir, download=False)
+    message = str(info.value)
+    assert "MNIST is not in" in message and str(data_dir / "MNIST") in message
+    assert "train-images-idx3-ubyte" in message and "--data-dir" in message and "downloads are off" in message
+    assert "\n" not in message
+    assert not data_dir.exists()
+
+
+def test_failed_download_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    def offline(*args: Any, **kwargs: Any) -> Any:
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    data_dir = tmp_path / "data"
+    for name, label, expected in [
+        ("fashion-mnist", "Fashion-MNIST", "t10k-labels-idx1-ubyte"),
+        ("cifar10", "CIFAR10", "data_batch_1 to data_batch_5, test_batch"),
+    ]:
+        with pytest.raises(DataUnavailableError) as info:
+            load_task(name, data_dir=data_dir, download=True)
+        message = str(info.value)
+        assert message.startswith(f"{label} is not in {data_dir}")
+        assert "could not be downloaded" in message and "Name or service not known" in message
+        assert expected in message and "\n" not in message
+    assert not data_dir.exists()  # the folders made for the download were removed again
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_mnist_and_fashion_mnist_read_local_files(fake_mnist_dir: Path) -> None:
+    mnist = load_task("mnist", data_dir=fake_mnist_dir, download=False)
+    assert (size(mnist.train), size(mnist.val), mnist.batch_size) == (48, 16, 128)
+    image, label = mnist.train[0]
+    assert image.shape == (1, 28, 28) and label == 0
+    assert mnist.model()(image.unsqueeze(0)).shape == (1, 10)
+    fashion = load_task("fashion-mnist", data_dir=fake_mnist_dir, download=True)  # present: no download
+    assert fashion.model()(torch.stack([fashion.val[i][0] for i in range(2)])).shape == (2, 10)
+
+
+def test_cifar_resnet18_is_adapted_to_32px() -> None:
+    model = cifar_resnet18(10)
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)  # type: ignore[union-attr]
+    assert isinstance(model.maxpool, nn.Identity)
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+def make_images(root: Path, counts: dict[str, int], size: tuple[int, int] = (12, 9)) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            pixels = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+
+
+def test_imagefolder_task(tmp_path: Path) -> None:
+    make_images(tmp_path / "pets", {"cat": 10, "dog": 5, "eel": 1})
+    (tmp_path / "pets" / ".ipynb_checkpoints").mkdir()
+    task = load_task(f"imagefolder:{tmp_path / 'pets'}")
+    assert task.name == "imagefolder-pets"
+    # 10% of each class (at least one) goes to validation; a class of one image trains only.
+    assert (size(task.train), size(task.val)) == (14, 2)
+    assert sorted(task.val[i][1] for i in range(size(task.val))) == [0, 1]  # cat=0, dog=1, eel=2
+    image, _ = task.train[0]
+    assert image.shape == (3, 32, 32) and image.min() >= -1.0 and image.max() <= 1.0
+    assert task.model()(image.unsqueeze(0)).shape == (1, 3)
+    again = imagefolder_task(tmp_path / "pets")
+    assert again.val.indices == task.val.indices  # type: ignore[attr-defined]
+
+
+def test_imagefolder_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataUnavailableError, match="does not exist; expected one sub-folder per class"):
+        load_task(f"imagefolder:{tmp_path / 'missing'}")
+    make_images(tmp_path / "one", {"cat": 3})
+    with pytest.raises(TaskError, match=r"has 1 class sub-folder\(s\) \(cat\); at least 2"):
+        load_task(f"imagefolder:{tmp_path / 'one'}")
+    make_images(tmp_path / "empty", {"cat": 3})
+    (tmp_path / "empty" / "dog").mkdir()
+    with pytest.raises(TaskError, match="Found no valid file for the classes dog"):
+        load_task(f"imagefolder:{tmp_path / 'empty'}")
+    make_images(tmp_path / "few", {"cat": 1, "dog": 1})
+    with pytest.raises(TaskError, match="too few images"):
+        load_task(f"imagefolder:{tmp_path / 'few'}")
+    with pytest.raises(TaskError, match="imagefolder needs a path"):
+        load_task("imagefolder:")
+
+
+# --------------------------------------------------------------------------- module:function
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A user's project folder as the current directory; sys.path and sys.modules restored afterwards."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    before = set(sys.modules)
+    yield tmp_path
+    for name in set(sys.modules) - before:
+        if name.startswith("usertask_"):
+            del sys.modules[name]
+
+
+def write_module(folder: Path, name: str, body: str) -> None:
+    (folder / f"{name}.py").write_text(textwrap.dedent(body))
+
+
+def test_user_task_from_the_current_folder(project: Path) -> None:
+    write_module(
+        project,
+        "usertask_ok",
+        """
+        import torch
+        from torch.utils.data import TensorDataset
+        from lrtune import Task
+
+        def make_task():
+            data = TensorDataset(torch.zeros(8, 3), torch.zeros(8, dtype=torch.long))
+            return Task(name="mine", model=lambda: torch.nn.Linear(3, 2), train=data, val=data, batch_size=4)
+
+        class Factory:
+            @staticmethod
+            def build():
+                return make_task()
+        """,
+    )
+    task = load_task("usertask_ok:make_task")
+    assert (task.name, task.batch_size, size(task.train)) == ("mine", 4, 8)
+    assert load_task("usertask_ok:Factory.build").name == "mine"
+    assert str(project) in sys.path
+
+
+@pytest.mark.parametrize(
+    ("body", "spec", "message"),
+    [
+        (None, "usertask_absent:make", r"cannot import module 'usertask_absent' .*not found in"),
+        ("import usertask_dependency_x\n", "usertask_dep:make", r"importing module 'usertask_dep' failed: "
+         r"ModuleNotFoundError: No module named 'usertask_dependency_x'"),
+        ("1 / 0\n", "usertask_boom:make", r"importing module 'usertask_boom' failed: ZeroDivisionError"),
+        ("raise SystemExit(3)\n", "usertask_exit:make", r"importing module 'usertask_exit' failed: SystemExit"),
+        ("def build(): pass\n", "usertask_attr:make", r"module 'usertask_attr' has no attribute 'make'; "
+         r"callables there: build"),
+        ("make = 42\n", "usertask_value:make", r"usertask_value:make is a int, not a function"),
+        ("def make():\n    raise ValueError('no data\\nsecond line')\n", "usertask_raise:make",
+         r"usertask_raise:make\(\) raised ValueError: second line"),
+        ("def make(n):\n    return n\n", "usertask_args:make", r"usertask_args:make\(\) raised TypeError"),
+        ("def make():\n    return {'name': 'x'}\n", "usertask_dict:make",
+         r"usertask_dict:make\(\) returned dict, expected a lrtune.Task"),
+        ("", "usertask_spec:", r"must look like module:function"),
+    ],
+)  # fmt: skip
+def test_user_task_failures_are_one_line(project: Path, body: str | None, spec: str, message: str) -> None:
+    if body is not None:
+        write_module(project, spec.split(":")[0], body)
+    with pytest.raises(TaskError, match=message) as info:
+        load_task(spec)
+    assert "\n" not in str(info.value)
