@@ -109,9 +109,9 @@ def quiet_mlflow_logs() -> None:
 
 def open_client(settings: TrackingSettings) -> MlflowClient:
     """An MLflow client bound to ``settings.tracking_uri`` (schema created if new)."""
-    quiet_mlflow_logs()
     from mlflow.tracking import MlflowClient
 
+    quiet_mlflow_logs()  # after the import: importing mlflow configures its own loggers
     try:
         client = MlflowClient(tracking_uri=settings.tracking_uri)
         client.search_experiments(max_results=1)
