@@ -6,7 +6,7 @@ stays fast and pulls in no torch until a name is used.
 Example:
     >>> import lrtune
     >>> sorted(lrtune.__all__)[:3]
-    ['FinderResult', 'LRFinder', 'Task']
+    ['FinderResult', 'LRFinder', 'ScheduleSpec']
 """
 
 from __future__ import annotations

@@ -14,26 +14,36 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
-import io
 import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset
 
-from lrtune.errors import DataUnavailableError, TaskError
+from lrtune.datasets import CIFAR10_MEAN as CIFAR10_MEAN  # re-exported
+from lrtune.datasets import CIFAR10_STD as CIFAR10_STD  # re-exported
+from lrtune.datasets import ImageFiles as ImageFiles  # re-exported
+from lrtune.datasets import (
+    _one_line,
+    cifar10_splits,
+    digits_splits,
+    fashion_mnist_splits,
+    friedman_splits,
+    imagefolder_splits,
+    mnist_splits,
+)
+from lrtune.errors import TaskError
+from lrtune.models import cifar_resnet18, mlp, small_cnn
 
 logger = logging.getLogger(__name__)
 
@@ -197,90 +207,24 @@ def gaussian_nll(outputs: Tensor, targets: Tensor) -> Tensor:
     return 0.5 * (log_var + (targets - mean).pow(2) * torch.exp(-log_var) + math.log(2 * math.pi)).mean()
 
 
-# --------------------------------------------------------------------------- models
-
-
-def mlp(in_features: int, hidden: Sequence[int], out_features: int) -> nn.Sequential:
-    """A ReLU multi-layer perceptron that flattens its input first."""
-    layers: list[nn.Module] = [nn.Flatten()]
-    width = in_features
-    for size in hidden:
-        layers += [nn.Linear(width, size), nn.ReLU()]
-        width = size
-    layers.append(nn.Linear(width, out_features))
-    return nn.Sequential(*layers)
-
-
-def small_cnn(in_channels: int, num_classes: int, width: int = 32) -> nn.Sequential:
-    """Three conv-BN-ReLU blocks (two of them pooled) and global average pooling; any input size."""
-
-    def block(cin: int, cout: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
-
-    return nn.Sequential(
-        *block(in_channels, width),
-        nn.MaxPool2d(2),
-        *block(width, 2 * width),
-        nn.MaxPool2d(2),
-        *block(2 * width, 4 * width),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(4 * width, num_classes),
-    )
-
-
-def cifar_resnet18(num_classes: int = 10) -> nn.Module:
-    """torchvision's ResNet-18 adapted to 32×32 inputs: 3×3 stride-1 first conv, no max-pool."""
-    from torchvision.models import resnet18
-
-    model = resnet18(num_classes=num_classes)
-    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
-    model.maxpool = nn.Identity()
-    return model
-
-
 # --------------------------------------------------------------------------- offline tasks
 
 
 def digits_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Task:
     """scikit-learn's bundled 8×8 digits (1,797 images, offline): 80/20 stratified split, MLP."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x = (digits.data / 16.0).astype(np.float32)
-    y = digits.target.astype(np.int64)
-    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
+    train, val = digits_splits()
     return Task(
         name="digits",
         model=functools.partial(mlp, 64, (128,), 10),
-        train=TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y_train)),
-        val=TensorDataset(torch.from_numpy(x_val), torch.from_numpy(y_val)),
+        train=train,
+        val=val,
         batch_size=64,
     )
 
 
-def _friedman_splits() -> tuple[TensorDataset, TensorDataset]:
-    from sklearn.datasets import make_friedman1
-    from sklearn.model_selection import train_test_split
-
-    x, y = make_friedman1(n_samples=4000, n_features=10, noise=0.5, random_state=0)
-    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=0.2, random_state=0)
-    x_mean, x_std = x_train.mean(axis=0), x_train.std(axis=0)
-    y_mean, y_std = y_train.mean(), y_train.std()
-
-    def tensors(xs: np.ndarray, ys: np.ndarray) -> TensorDataset:
-        inputs = torch.from_numpy(((xs - x_mean) / x_std).astype(np.float32))
-        targets = torch.from_numpy(((ys - y_mean) / y_std).astype(np.float32)).unsqueeze(1)
-        return TensorDataset(inputs, targets)
-
-    return tensors(x_train, y_train), tensors(x_val, y_val)
-
-
 def friedman_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Task:
     """Friedman #1 regression (4,000 samples, 10 features, noise 0.5), standardized target, MSE."""
-    train, val = _friedman_splits()
+    train, val = friedman_splits()
     return Task(
         name="friedman",
         model=functools.partial(mlp, 10, (64, 64), 1),
@@ -294,7 +238,7 @@ def friedman_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> T
 
 def friedman_nll_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Task:
     """Friedman #1 with a predicted mean and log-variance, trained by Gaussian NLL (goes negative)."""
-    train, val = _friedman_splits()
+    train, val = friedman_splits()
     return Task(
         name="friedman-nll",
         model=functools.partial(mlp, 10, (64, 64), 2),
@@ -309,70 +253,9 @@ def friedman_nll_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) 
 # --------------------------------------------------------------------------- torchvision tasks
 
 
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    """The last non-empty line of an exception's message, shortened: what the user needs to see."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[-1] if lines else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _torchvision_splits(
-    label: str,
-    task_name: str,
-    factory: Callable[..., Dataset[Any]],
-    *,
-    data_dir: Path,
-    download: bool,
-    folder: str,
-    files: Sequence[str],
-    train_transform: Any,
-    val_transform: Any,
-) -> tuple[Dataset[Any], Dataset[Any]]:
-    """Build the train and test splits of a torchvision dataset, or explain why they are missing."""
-    root = Path(data_dir)
-    created = [p for p in (root, root / folder, root / folder / "raw") if not p.exists()]
-    try:
-        # torchvision reports download progress on stdout/stderr; the CLI owns the terminal.
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            train = factory(root=str(root), train=True, download=download, transform=train_transform)
-            val = factory(root=str(root), train=False, download=download, transform=val_transform)
-    except Exception as exc:
-        for path in reversed(created):  # leave no empty folders behind from a failed download
-            with contextlib.suppress(OSError):
-                path.rmdir()
-        reason = f"could not be downloaded ({_one_line(exc)})" if download else "downloads are off"
-        raise DataUnavailableError(
-            f"{label} is not in {root / folder} (expected {', '.join(files)}) and {reason}; "
-            f"get it on a machine with internet (`lrtune find --task {task_name} --data-dir DIR` "
-            "downloads it into DIR), copy DIR here and pass --data-dir DIR"
-        ) from None
-    return train, val
-
-
-_MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-
-
 def mnist_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Task:
     """MNIST (torchvision, read from ``data_dir/MNIST/raw``), normalized, MLP 784-256-256-10."""
-    from torchvision import datasets, transforms
-
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
-    train, val = _torchvision_splits(
-        "MNIST",
-        "mnist",
-        datasets.MNIST,
-        data_dir=data_dir,
-        download=download,
-        folder="MNIST",
-        files=[f"raw/{name}" for name in _MNIST_FILES],
-        train_transform=transform,
-        val_transform=transform,
-    )
+    train, val = mnist_splits(data_dir, download)
     return Task(
         name="mnist", model=functools.partial(mlp, 784, (256, 256), 10), train=train, val=val, batch_size=128
     )
@@ -380,54 +263,15 @@ def mnist_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Task
 
 def fashion_mnist_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Task:
     """Fashion-MNIST (torchvision, ``data_dir/FashionMNIST/raw``), normalized, small CNN."""
-    from torchvision import datasets, transforms
-
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))])
-    train, val = _torchvision_splits(
-        "Fashion-MNIST",
-        "fashion-mnist",
-        datasets.FashionMNIST,
-        data_dir=data_dir,
-        download=download,
-        folder="FashionMNIST",
-        files=[f"raw/{name}" for name in _MNIST_FILES],
-        train_transform=transform,
-        val_transform=transform,
-    )
+    train, val = fashion_mnist_splits(data_dir, download)
     return Task(
         name="fashion-mnist", model=functools.partial(small_cnn, 1, 10), train=train, val=val, batch_size=128
     )
 
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-
-
 def cifar10_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Task:
     """CIFAR-10 (torchvision, ``data_dir/cifar-10-batches-py``), crop+flip augmentation, ResNet-18."""
-    from torchvision import datasets, transforms
-
-    normalize = transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD)
-    train_transform = transforms.Compose(
-        [
-            transforms.RandomCrop(32, padding=4),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            normalize,
-        ]
-    )
-    val_transform = transforms.Compose([transforms.ToTensor(), normalize])
-    train, val = _torchvision_splits(
-        "CIFAR10",
-        "cifar10",
-        datasets.CIFAR10,
-        data_dir=data_dir,
-        download=download,
-        folder="cifar-10-batches-py",
-        files=["data_batch_1 to data_batch_5", "test_batch", "batches.meta"],
-        train_transform=train_transform,
-        val_transform=val_transform,
-    )
+    train, val = cifar10_splits(data_dir, download)
     return Task(
         name="cifar10", model=functools.partial(cifar_resnet18, 10), train=train, val=val, batch_size=128
     )
@@ -436,84 +280,19 @@ def cifar10_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Ta
 # --------------------------------------------------------------------------- image folders
 
 
-class ImageFiles(Dataset[tuple[Any, int]]):
-    """Labelled image files decoded on access (module level, so DataLoader workers can pickle it).
-
-    Args:
-        samples: ``(path, class index)`` pairs.
-        classes: class names, by index.
-        transform: applied to each decoded RGB PIL image.
-    """
-
-    def __init__(self, samples: Sequence[tuple[str, int]], classes: Sequence[str], transform: Any) -> None:
-        self.samples = list(samples)
-        self.classes = list(classes)
-        self.targets = [label for _, label in self.samples]
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        from torchvision.datasets.folder import default_loader
-
-        path, label = self.samples[index]
-        image = default_loader(path)
-        return (self.transform(image) if self.transform is not None else image), label
-
-
 def imagefolder_task(path: str | Path, *, size: int = 32, val_fraction: float = 0.1, seed: int = 0) -> Task:
     """A class-per-folder image collection (``PATH/cat/1.jpg``, ``PATH/dog/2.png``, ...).
 
     Images are resized to ``size``×``size`` RGB and normalized to [-1, 1]; a stratified,
     deterministic ``1 - val_fraction`` / ``val_fraction`` split; a small CNN.
     """
-    from torchvision import transforms
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
-
     root = Path(path).expanduser()
-    if not root.is_dir():
-        raise DataUnavailableError(
-            f"image folder {root} does not exist; expected one sub-folder per class "
-            f"with the images inside, e.g. {root}/cats/001.jpg"
-        )
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
-    if len(classes) < 2:
-        raise TaskError(
-            f"image folder {root} has {len(classes)} class sub-folder(s) "
-            f"({', '.join(classes) or 'none'}); at least 2 are needed, one per class"
-        )
-    transform = transforms.Compose(
-        [
-            transforms.Resize((size, size)),
-            transforms.ToTensor(),
-            transforms.Normalize((0.5,) * 3, (0.5,) * 3),
-        ]
-    )
-    try:
-        samples = make_dataset(str(root), {c: i for i, c in enumerate(classes)}, extensions=IMG_EXTENSIONS)
-    except (FileNotFoundError, ValueError) as exc:
-        raise TaskError(f"image folder {root}: {_one_line(exc)}") from None
-    dataset = ImageFiles(samples, classes, transform)
-    targets = np.asarray(dataset.targets)
-    rng = np.random.default_rng(seed)
-    train_idx: list[int] = []
-    val_idx: list[int] = []
-    for label in range(len(dataset.classes)):
-        members = rng.permutation(np.flatnonzero(targets == label))
-        n_val = max(1, round(val_fraction * len(members))) if len(members) >= 2 else 0
-        val_idx += members[:n_val].tolist()
-        train_idx += members[n_val:].tolist()
-    if not val_idx:
-        raise TaskError(
-            f"image folder {root} has too few images to hold some out for validation "
-            f"({len(dataset)} in {len(dataset.classes)} classes); put at least 2 in a class"
-        )
+    train, val, classes = imagefolder_splits(root, size=size, val_fraction=val_fraction, seed=seed)
     return Task(
         name=f"imagefolder-{root.name or 'images'}",
-        model=functools.partial(small_cnn, 3, len(dataset.classes)),
-        train=Subset(dataset, sorted(train_idx)),
-        val=Subset(dataset, sorted(val_idx)),
+        model=functools.partial(small_cnn, 3, len(classes)),
+        train=train,
+        val=val,
         batch_size=64,
     )
 

@@ -17,7 +17,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import lrtune.finder as finder_mod
+import lrtune.finder.amp as finder_amp
+import lrtune.finder.core as finder_core
+import lrtune.finder.monitor as finder_monitor
+import lrtune.finder.sweep as finder_sweep
 from lrtune import FinderResult, LRFinder
 from lrtune.errors import UsageError
 from lrtune.finder import SweepSettings, lr_ladder
@@ -378,11 +381,11 @@ def reference_stop(raw: np.ndarray, beta: float = 0.98, k: float = 1.0) -> int |
 
 
 def monitor_stop(raw: np.ndarray, chunk: int) -> int | None:
-    monitor = finder_mod._Monitor(len(raw), torch.device("cpu"), beta=0.98, threshold=1.0, chunk=chunk)
+    monitor = finder_monitor._Monitor(len(raw), torch.device("cpu"), beta=0.98, threshold=1.0, chunk=chunk)
     for i, v in enumerate(raw):
         monitor.record(i, torch.tensor(v, dtype=torch.float32))
         if (i + 1) % chunk == 0 or i == len(raw) - 1:
-            stop = finder_mod._fetch(monitor.check(i + 1))[0]
+            stop = finder_monitor._fetch(monitor.check(i + 1))[0]
             if stop < len(raw):
                 return stop
     return None
@@ -505,7 +508,7 @@ def test_validation_mode_uses_a_fixed_subset_and_reads_the_validation_curve() ->
 
 def test_the_host_reads_the_device_once_per_poll(monkeypatch: pytest.MonkeyPatch) -> None:
     fetches = 0
-    real_fetch = finder_mod._fetch
+    real_fetch = finder_sweep._fetch
 
     def counting_fetch(t: Tensor) -> list[int]:
         nonlocal fetches
@@ -526,7 +529,7 @@ def test_the_host_reads_the_device_once_per_poll(monkeypatch: pytest.MonkeyPatch
     model, opt, _ = make_setup("sgd", warm=False)
     x, y = regression_data(64)
     progress: list[int] = []
-    monkeypatch.setattr(finder_mod, "_fetch", counting_fetch)
+    monkeypatch.setattr(finder_sweep, "_fetch", counting_fetch)
     for name in originals:
         monkeypatch.setattr(Tensor, name, counted(name))
     LRFinder(model, opt, mse).range_test(
@@ -548,8 +551,8 @@ def test_amp_on_cpu_is_ignored_with_a_warning(caplog: pytest.LogCaptureFixture) 
 
 
 def test_fp16_overflow_skips_do_not_advance_the_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
-    plan = finder_mod._AmpPlan(torch.float16, True, "cpu")
-    monkeypatch.setattr(finder_mod, "_amp_plan", lambda amp, device: plan)
+    plan = finder_amp._AmpPlan(torch.float16, True, "cpu")
+    monkeypatch.setattr(finder_core, "_amp_plan", lambda amp, device: plan)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**24)
     scaler_state = scaler.state_dict()
     model, opt, _ = make_setup("sgd", warm=False)

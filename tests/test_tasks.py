@@ -1,32 +1,31 @@
-"""Tests for lrtune.tasks: the Task contract, metrics, built-in tasks and loading user tasks."""
+"""Tests for lrtune.tasks: the Task contract, metrics, the offline built-in tasks and loading user tasks.
+
+The data of the torchvision and image-folder tasks is tested in test_datasets.py, the models in
+test_models.py.
+"""
 
 from __future__ import annotations
 
 import math
 import sys
 import textwrap
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from lrtune.errors import DataUnavailableError, TaskError, UsageError
+from lrtune.errors import TaskError, UsageError
 from lrtune.tasks import (
     TASKS,
     Task,
     accuracy,
     batch_metric,
-    cifar_resnet18,
     gaussian_nll,
-    imagefolder_task,
     load_task,
     metric_name,
     metric_value,
@@ -183,108 +182,6 @@ def test_registry_lists_the_builtins_and_fails_loudly() -> None:
     assert "module:function" in str(info.value)
     with pytest.raises(TaskError, match="must be a name or module:function"):
         load_task("  ")
-
-
-# --------------------------------------------------------------------------- torchvision tasks
-
-
-def test_mnist_missing_without_download(tmp_path: Path) -> None:
-    data_dir = tmp_path / "nowhere"
-    with pytest.raises(DataUnavailableError) as info:
-        load_task("mnist", data_dir=data_dir, download=False)
-    message = str(info.value)
-    assert "MNIST is not in" in message and str(data_dir / "MNIST") in message
-    assert "train-images-idx3-ubyte" in message and "--data-dir" in message and "downloads are off" in message
-    assert "\n" not in message
-    assert not data_dir.exists()
-
-
-def test_failed_download_is_one_clear_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
-) -> None:
-    def offline(*args: Any, **kwargs: Any) -> Any:
-        raise urllib.error.URLError("Name or service not known")
-
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
-    data_dir = tmp_path / "data"
-    for name, label, expected in [
-        ("fashion-mnist", "Fashion-MNIST", "t10k-labels-idx1-ubyte"),
-        ("cifar10", "CIFAR10", "data_batch_1 to data_batch_5, test_batch"),
-    ]:
-        with pytest.raises(DataUnavailableError) as info:
-            load_task(name, data_dir=data_dir, download=True)
-        message = str(info.value)
-        assert message.startswith(f"{label} is not in {data_dir}")
-        assert "could not be downloaded" in message and "Name or service not known" in message
-        assert expected in message and "\n" not in message
-    assert not data_dir.exists()  # the folders made for the download were removed again
-    out, err = capfd.readouterr()
-    assert out == "" and err == ""
-
-
-def test_mnist_and_fashion_mnist_read_local_files(fake_mnist_dir: Path) -> None:
-    mnist = load_task("mnist", data_dir=fake_mnist_dir, download=False)
-    assert (size(mnist.train), size(mnist.val), mnist.batch_size) == (48, 16, 128)
-    image, label = mnist.train[0]
-    assert image.shape == (1, 28, 28) and label == 0
-    assert mnist.model()(image.unsqueeze(0)).shape == (1, 10)
-    fashion = load_task("fashion-mnist", data_dir=fake_mnist_dir, download=True)  # present: no download
-    assert fashion.model()(torch.stack([fashion.val[i][0] for i in range(2)])).shape == (2, 10)
-
-
-def test_cifar_resnet18_is_adapted_to_32px() -> None:
-    model = cifar_resnet18(10)
-    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)  # type: ignore[union-attr]
-    assert isinstance(model.maxpool, nn.Identity)
-    model.eval()
-    with torch.no_grad():
-        assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
-
-
-# --------------------------------------------------------------------------- image folders
-
-
-def make_images(root: Path, counts: dict[str, int], size: tuple[int, int] = (12, 9)) -> None:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for name, count in counts.items():
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            pixels = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-
-
-def test_imagefolder_task(tmp_path: Path) -> None:
-    make_images(tmp_path / "pets", {"cat": 10, "dog": 5, "eel": 1})
-    (tmp_path / "pets" / ".ipynb_checkpoints").mkdir()
-    task = load_task(f"imagefolder:{tmp_path / 'pets'}")
-    assert task.name == "imagefolder-pets"
-    # 10% of each class (at least one) goes to validation; a class of one image trains only.
-    assert (size(task.train), size(task.val)) == (14, 2)
-    assert sorted(task.val[i][1] for i in range(size(task.val))) == [0, 1]  # cat=0, dog=1, eel=2
-    image, _ = task.train[0]
-    assert image.shape == (3, 32, 32) and image.min() >= -1.0 and image.max() <= 1.0
-    assert task.model()(image.unsqueeze(0)).shape == (1, 3)
-    again = imagefolder_task(tmp_path / "pets")
-    assert again.val.indices == task.val.indices  # type: ignore[attr-defined]
-
-
-def test_imagefolder_errors(tmp_path: Path) -> None:
-    with pytest.raises(DataUnavailableError, match="does not exist; expected one sub-folder per class"):
-        load_task(f"imagefolder:{tmp_path / 'missing'}")
-    make_images(tmp_path / "one", {"cat": 3})
-    with pytest.raises(TaskError, match=r"has 1 class sub-folder\(s\) \(cat\); at least 2"):
-        load_task(f"imagefolder:{tmp_path / 'one'}")
-    make_images(tmp_path / "empty", {"cat": 3})
-    (tmp_path / "empty" / "dog").mkdir()
-    with pytest.raises(TaskError, match="Found no valid file for the classes dog"):
-        load_task(f"imagefolder:{tmp_path / 'empty'}")
-    make_images(tmp_path / "few", {"cat": 1, "dog": 1})
-    with pytest.raises(TaskError, match="too few images"):
-        load_task(f"imagefolder:{tmp_path / 'few'}")
-    with pytest.raises(TaskError, match="imagefolder needs a path"):
-        load_task("imagefolder:")
 
 
 # --------------------------------------------------------------------------- module:function

@@ -1,0 +1,263 @@
+"""The data behind the built-in tasks, as ``(train, val)`` datasets; models and losses are not here.
+
+scikit-learn's bundled digits and the generated Friedman #1 regression need no files. MNIST, Fashion-MNIST
+and CIFAR-10 are read by torchvision from a data folder (downloaded there when allowed), with one clear
+:class:`~lrtune.errors.DataUnavailableError` when they are missing. Any class-per-folder image collection
+becomes a stratified, deterministic split of :class:`ImageFiles`.
+
+Example:
+    >>> train, val = digits_splits()
+    >>> len(train), len(val), tuple(train[0][0].shape)
+    (1437, 360, (64,))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from lrtune.errors import DataUnavailableError, TaskError
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    """The last non-empty line of an exception's message, shortened: what the user needs to see."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------- bundled and generated data
+
+
+def digits_splits() -> tuple[TensorDataset, TensorDataset]:
+    """scikit-learn's bundled 8×8 digits (1,797 images) scaled to [0, 1]: an 80/20 stratified split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32)
+    y = digits.target.astype(np.int64)
+    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
+    return (
+        TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y_train)),
+        TensorDataset(torch.from_numpy(x_val), torch.from_numpy(y_val)),
+    )
+
+
+def friedman_splits() -> tuple[TensorDataset, TensorDataset]:
+    """Friedman #1 regression (4,000 samples, 10 features, noise 0.5): 80/20 split, standardized."""
+    from sklearn.datasets import make_friedman1
+    from sklearn.model_selection import train_test_split
+
+    x, y = make_friedman1(n_samples=4000, n_features=10, noise=0.5, random_state=0)
+    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=0.2, random_state=0)
+    x_mean, x_std = x_train.mean(axis=0), x_train.std(axis=0)
+    y_mean, y_std = y_train.mean(), y_train.std()
+
+    def tensors(xs: np.ndarray, ys: np.ndarray) -> TensorDataset:
+        inputs = torch.from_numpy(((xs - x_mean) / x_std).astype(np.float32))
+        targets = torch.from_numpy(((ys - y_mean) / y_std).astype(np.float32)).unsqueeze(1)
+        return TensorDataset(inputs, targets)
+
+    return tensors(x_train, y_train), tensors(x_val, y_val)
+
+
+# --------------------------------------------------------------------------- torchvision data sets
+
+
+def _torchvision_splits(
+    label: str,
+    task_name: str,
+    factory: Callable[..., Dataset[Any]],
+    *,
+    data_dir: Path,
+    download: bool,
+    folder: str,
+    files: Sequence[str],
+    train_transform: Any,
+    val_transform: Any,
+) -> tuple[Dataset[Any], Dataset[Any]]:
+    """Build the train and test splits of a torchvision dataset, or explain why they are missing."""
+    root = Path(data_dir)
+    created = [p for p in (root, root / folder, root / folder / "raw") if not p.exists()]
+    try:
+        # torchvision reports download progress on stdout/stderr; the CLI owns the terminal.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            train = factory(root=str(root), train=True, download=download, transform=train_transform)
+            val = factory(root=str(root), train=False, download=download, transform=val_transform)
+    except Exception as exc:
+        for path in reversed(created):  # leave no empty folders behind from a failed download
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        reason = f"could not be downloaded ({_one_line(exc)})" if download else "downloads are off"
+        raise DataUnavailableError(
+            f"{label} is not in {root / folder} (expected {', '.join(files)}) and {reason}; "
+            f"get it on a machine with internet (`lrtune find --task {task_name} --data-dir DIR` "
+            "downloads it into DIR), copy DIR here and pass --data-dir DIR"
+        ) from None
+    return train, val
+
+
+_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def mnist_splits(data_dir: Path, download: bool) -> tuple[Dataset[Any], Dataset[Any]]:
+    """MNIST (torchvision, read from ``data_dir/MNIST/raw``), normalized."""
+    from torchvision import datasets, transforms
+
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    return _torchvision_splits(
+        "MNIST",
+        "mnist",
+        datasets.MNIST,
+        data_dir=data_dir,
+        download=download,
+        folder="MNIST",
+        files=[f"raw/{name}" for name in _MNIST_FILES],
+        train_transform=transform,
+        val_transform=transform,
+    )
+
+
+def fashion_mnist_splits(data_dir: Path, download: bool) -> tuple[Dataset[Any], Dataset[Any]]:
+    """Fashion-MNIST (torchvision, ``data_dir/FashionMNIST/raw``), normalized."""
+    from torchvision import datasets, transforms
+
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))])
+    return _torchvision_splits(
+        "Fashion-MNIST",
+        "fashion-mnist",
+        datasets.FashionMNIST,
+        data_dir=data_dir,
+        download=download,
+        folder="FashionMNIST",
+        files=[f"raw/{name}" for name in _MNIST_FILES],
+        train_transform=transform,
+        val_transform=transform,
+    )
+
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def cifar10_splits(data_dir: Path, download: bool) -> tuple[Dataset[Any], Dataset[Any]]:
+    """CIFAR-10 (torchvision, ``data_dir/cifar-10-batches-py``), crop+flip augmentation when training."""
+    from torchvision import datasets, transforms
+
+    normalize = transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD)
+    train_transform = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            normalize,
+        ]
+    )
+    val_transform = transforms.Compose([transforms.ToTensor(), normalize])
+    return _torchvision_splits(
+        "CIFAR10",
+        "cifar10",
+        datasets.CIFAR10,
+        data_dir=data_dir,
+        download=download,
+        folder="cifar-10-batches-py",
+        files=["data_batch_1 to data_batch_5", "test_batch", "batches.meta"],
+        train_transform=train_transform,
+        val_transform=val_transform,
+    )
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+class ImageFiles(Dataset[tuple[Any, int]]):
+    """Labelled image files decoded on access (module level, so DataLoader workers can pickle it).
+
+    Args:
+        samples: ``(path, class index)`` pairs.
+        classes: class names, by index.
+        transform: applied to each decoded RGB PIL image.
+    """
+
+    def __init__(self, samples: Sequence[tuple[str, int]], classes: Sequence[str], transform: Any) -> None:
+        self.samples = list(samples)
+        self.classes = list(classes)
+        self.targets = [label for _, label in self.samples]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        from torchvision.datasets.folder import default_loader
+
+        path, label = self.samples[index]
+        image = default_loader(path)
+        return (self.transform(image) if self.transform is not None else image), label
+
+
+def imagefolder_splits(
+    path: str | Path, *, size: int, val_fraction: float, seed: int
+) -> tuple[Dataset[Any], Dataset[Any], list[str]]:
+    """The train and validation subsets of a class-per-folder image collection, and the class names.
+
+    Images are resized to ``size``×``size`` RGB and normalized to [-1, 1]; each class keeps
+    ``val_fraction`` of its images (at least one, none from a class of one) for validation, chosen
+    deterministically by ``seed``.
+    """
+    from torchvision import transforms
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataUnavailableError(
+            f"image folder {root} does not exist; expected one sub-folder per class "
+            f"with the images inside, e.g. {root}/cats/001.jpg"
+        )
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if len(classes) < 2:
+        raise TaskError(
+            f"image folder {root} has {len(classes)} class sub-folder(s) "
+            f"({', '.join(classes) or 'none'}); at least 2 are needed, one per class"
+        )
+    transform = transforms.Compose(
+        [
+            transforms.Resize((size, size)),
+            transforms.ToTensor(),
+            transforms.Normalize((0.5,) * 3, (0.5,) * 3),
+        ]
+    )
+    try:
+        samples = make_dataset(str(root), {c: i for i, c in enumerate(classes)}, extensions=IMG_EXTENSIONS)
+    except (FileNotFoundError, ValueError) as exc:
+        raise TaskError(f"image folder {root}: {_one_line(exc)}") from None
+    dataset = ImageFiles(samples, classes, transform)
+    targets = np.asarray(dataset.targets)
+    rng = np.random.default_rng(seed)
+    train_idx: list[int] = []
+    val_idx: list[int] = []
+    for label in range(len(dataset.classes)):
+        members = rng.permutation(np.flatnonzero(targets == label))
+        n_val = max(1, round(val_fraction * len(members))) if len(members) >= 2 else 0
+        val_idx += members[:n_val].tolist()
+        train_idx += members[n_val:].tolist()
+    if not val_idx:
+        raise TaskError(
+            f"image folder {root} has too few images to hold some out for validation "
+            f"({len(dataset)} in {len(dataset.classes)} classes); put at least 2 in a class"
+        )
+    return Subset(dataset, sorted(train_idx)), Subset(dataset, sorted(val_idx)), dataset.classes

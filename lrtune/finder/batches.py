@@ -1,0 +1,64 @@
+"""Batches from any loader, moved to the device; an endless stream for the sweep."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lrtune.errors import UsageError
+from lrtune.finder.snapshot import _rebuild_mapping
+
+Batch = tuple[Any, Any]
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return _rebuild_mapping(obj, [(k, _to_device(v, device)) for k, v in obj.items()])
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(_to_device(v, device) for v in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
+
+
+def _pair(batch: Any, what: str) -> Batch:
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0], batch[1]
+    size = f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""
+    raise UsageError(
+        f"each batch of {what} must be an (inputs, targets) pair, got a {type(batch).__name__}{size}"
+    )
+
+
+class _Batches:
+    """Endless batches on the device: restarts the loader when it runs out."""
+
+    def __init__(self, loader: Iterable[Any], device: torch.device) -> None:
+        self.loader, self.device = loader, device
+        self.it: Iterator[Any] = iter(loader)
+
+    def next(self) -> Batch:
+        try:
+            batch = next(self.it)
+        except StopIteration:
+            self.it = iter(self.loader)
+            try:
+                batch = next(self.it)
+            except StopIteration:
+                if self.it is self.loader:
+                    raise UsageError(
+                        "train_loader is a one-shot iterator that ran out; pass a loader or a list of batches "
+                        "that can be iterated again"
+                    ) from None
+                raise UsageError("train_loader yields no batches") from None
+        inputs, targets = _pair(batch, "train_loader")
+        return _to_device(inputs, self.device), _to_device(targets, self.device)
+
+
+def _batch_size(targets: Any) -> int:
+    return int(targets.shape[0]) if isinstance(targets, Tensor) and targets.ndim > 0 else 1

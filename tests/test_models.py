@@ -1,0 +1,40 @@
+"""Tests for lrtune.models: parameter counts against closed forms, output shapes, the CIFAR ResNet-18."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lrtune.models import cifar_resnet18, mlp, small_cnn
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_mlp_flattens_and_has_the_closed_form_parameter_count() -> None:
+    model = mlp(64, (128, 32), 10)
+    assert n_params(model) == (64 * 128 + 128) + (128 * 32 + 32) + (32 * 10 + 10)
+    assert model(torch.zeros(5, 8, 8)).shape == (5, 10)
+    assert n_params(mlp(3, (), 2)) == 3 * 2 + 2  # no hidden layer: a linear model
+
+
+def test_small_cnn_takes_any_input_size() -> None:
+    width = 8
+    model = small_cnn(3, 5, width=width)
+    convs = 3 * 9 * width + width * 9 * 2 * width + 2 * width * 9 * 4 * width  # 3×3 kernels, no bias
+    norms = 2 * (width + 2 * width + 4 * width)  # batch-norm weight and bias
+    assert n_params(model) == convs + norms + 4 * width * 5 + 5
+    model.eval()
+    with torch.no_grad():
+        for height, wide in ((32, 32), (17, 23)):
+            assert model(torch.zeros(2, 3, height, wide)).shape == (2, 5)
+
+
+def test_cifar_resnet18_is_adapted_to_32px() -> None:
+    model = cifar_resnet18(10)
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)  # type: ignore[union-attr]
+    assert isinstance(model.maxpool, nn.Identity)
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
