@@ -24,6 +24,7 @@ _LAZY: dict[str, str] = {
     "load_schedule": "lrtune.schedules",
     "build_schedule": "lrtune.schedules",
     "ScheduleSpec": "lrtune.schedules",
+    "tune": "lrtune.study",
 }
 
 __all__ = [
@@ -35,12 +36,14 @@ __all__ = [
     "build_schedule",
     "load_schedule",
     "load_task",
+    "tune",
 ]
 
 if TYPE_CHECKING:
     from lrtune.finder import FinderResult, LRFinder
     from lrtune.schedules import ScheduleSpec, load_schedule
     from lrtune.schedules import build as build_schedule
+    from lrtune.study import tune
     from lrtune.tasks import Task, load_task
 
 

@@ -20,13 +20,18 @@ from typing import Any
 
 import click
 
+from lrtune.config import OPTIMIZER_CHOICES, PRUNERS, SAMPLERS
 from lrtune.errors import LrtuneError
 from lrtune.optimizers import OPTIMIZER_NAMES
-from lrtune.tracking import DEFAULT_TRACKING_URI
+from lrtune.space import SEARCHABLE_TYPES
+from lrtune.tracking import DEFAULT_TRACKING_URI, mask_secrets
 
 logger = logging.getLogger("lrtune")
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+SAMPLER_NAMES = tuple(SAMPLERS)
+PRUNER_NAMES = tuple(PRUNERS)
+SCHEDULE_TYPES = SEARCHABLE_TYPES
 
 
 def _fail(message: str, code: int) -> None:
@@ -57,13 +62,14 @@ class LrtuneGroup(click.Group):
         except LrtuneError as exc:
             if debug:
                 raise
-            _fail(str(exc).replace("\n", " "), exc.exit_code)
+            _fail(mask_secrets(str(exc).replace("\n", " ")), exc.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except Exception as exc:
             if debug:
                 raise
-            _fail(f"unexpected {type(exc).__name__}: {exc} (set LRTUNE_DEBUG=1 for the traceback)", 1)
+            message = mask_secrets(str(exc).replace("\n", " "))
+            _fail(f"unexpected {type(exc).__name__}: {message} (set LRTUNE_DEBUG=1 for the traceback)", 1)
         if isinstance(result, int) and result != 0:
             sys.exit(result)
         sys.exit(0)
@@ -170,8 +176,6 @@ def _print_find_summary(outcome: Any, settings: Any) -> None:
         ("files", f"{outcome.json_path}, {outcome.plot_path}"),
     ]
     if outcome.run_id:
-        from lrtune.tracking import mask_secrets
-
         rows.append(
             ("mlflow run", f"{outcome.run_id} ({mask_secrets(settings.tracking.tracking_uri)}; lrtune ui)")
         )
@@ -192,7 +196,7 @@ def ui(tracking_uri: str, experiment: str | None, host: str, port: int) -> None:
     """Open the MLflow UI on lrtune's store."""
     import subprocess
 
-    from lrtune.tracking import TrackingSettings, artifact_root, mask_secrets
+    from lrtune.tracking import TrackingSettings, artifact_root
 
     TrackingSettings(tracking_uri=tracking_uri)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri, "--host", host]
@@ -204,6 +208,233 @@ def ui(tracking_uri: str, experiment: str | None, host: str, port: int) -> None:
         f"MLflow UI for {mask_secrets(tracking_uri)} at http://{host}:{port} (Ctrl-C stops it)", err=True
     )
     raise SystemExit(subprocess.call(command))
+
+
+# ------------------------------------------------------------------------------------------- study
+def _study_default(name: str) -> str:
+    from lrtune.config import StudyConfig
+
+    value = getattr(StudyConfig, name)
+    if isinstance(value, tuple):
+        return ",".join(value) if len(value) <= 4 else "every searchable type"
+    return str(value)
+
+
+def _from_file(name: str, text: str) -> str:
+    return f"{text} [default: {_study_default(name)}, or the study file's]"
+
+
+_STUDY_HELP = """Run (or resume) an Optuna study over learning-rate schedules; every trial is logged to MLflow.
+
+STUDY_FILE is an optional YAML file of settings (see studies/); flags override it. With --bounds
+auto a range test runs first and its bounds become the search space. --n-trials is the study's
+total: re-running a command resumes the study and adds only the missing trials (complete and
+pruned trials count; failed ones are run again).
+
+The pruner judges no trial before one epoch past the longest warmup the space can draw:
+pruning earlier punishes warmup, one-cycle and late-annealing schedules (short-horizon bias,
+Wu et al. 2018). A trial whose loss diverges is pruned with the reason; the study goes on.
+"""
+
+
+@cli.command(help=_STUDY_HELP)
+@click.argument("study_file", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--task", default=None, help=_from_file("task", "Built-in task, imagefolder:PATH or module:function.")
+)
+@click.option(
+    "--n-trials", type=int, default=None, help=_from_file("n_trials", "The study's total number of trials.")
+)
+@click.option("--timeout", type=float, default=None, help="Stop starting trials after this many seconds.")
+@click.option("--epochs", type=int, default=None, help=_from_file("epochs", "Epochs per trial."))
+@click.option("--batch-size", type=int, default=None, help="Training batch size [default: the task's].")
+@click.option("--storage", default=None, help=_from_file("storage", "Optuna storage URL (any RDB URL)."))
+@click.option("--study-name", default=None, help="Study name [default: lrtune-<task>].")
+@click.option(
+    "--sampler", type=click.Choice(SAMPLER_NAMES), default=None, help=_from_file("sampler", "Optuna sampler.")
+)
+@click.option(
+    "--pruner", type=click.Choice(PRUNER_NAMES), default=None, help=_from_file("pruner", "Optuna pruner.")
+)
+@click.option(
+    "--schedules",
+    default=None,
+    help=_from_file(
+        "schedules", f"Schedule types to search, comma-separated, from: {', '.join(SCHEDULE_TYPES)}."
+    ),
+)
+@click.option(
+    "--bounds",
+    default=None,
+    help=_from_file(
+        "bounds", "finder.json from `lrtune find` (or its folder), or 'auto' to run the range test first."
+    ),
+)
+@click.option(
+    "--optimizer",
+    type=click.Choice(OPTIMIZER_CHOICES),
+    default=None,
+    help=_from_file(
+        "optimizer", "Optimizer; 'search' puts the optimizer into the space (one range test each)."
+    ),
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=_from_file("data_dir", "Dataset folder."),
+)
+@click.option(
+    "--tracking-uri",
+    default=None,
+    help=_from_file(
+        "tracking_uri", "MLflow tracking URI (artifacts of sqlite:///DIR/mlflow.db go to DIR/mlartifacts)."
+    ),
+)
+@click.option("--experiment", default=None, help="MLflow experiment [default: the study name].")
+@click.option(
+    "--seed", type=int, default=None, help=_from_file("seed", "Base seed of the sampler and the trials.")
+)
+@click.option("--device", default=None, help=_from_file("device", "auto, cpu, cuda, cuda:N or mps."))
+@click.option(
+    "--amp/--no-amp", default=None, help="Mixed precision on CUDA [default: off, or the study file's]."
+)
+def study(study_file: Path | None, **options: Any) -> None:
+    from lrtune.config import build_config, load_study_file
+
+    config = build_config(load_study_file(study_file) if study_file is not None else None, options)
+
+    import optuna
+
+    from lrtune.study import run_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines below replace Optuna's
+    outcome = run_study(
+        config,
+        callbacks=[_TrialPrinter(config.n_trials)],
+        notify=lambda line: click.echo(line, err=True),
+    )
+    _print_study_summary(outcome)
+
+
+class _TrialPrinter:
+    """Optuna callback: one line per finished trial on stdout."""
+
+    def __init__(self, n_trials: int) -> None:
+        self.n_trials = n_trials
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        from lrtune.study.engine import count_done
+
+        done = count_done(study.get_trials(deepcopy=False))
+        schedule = str(trial.params.get("schedule", "?"))
+        optimizer = trial.params.get("optimizer")
+        if optimizer:
+            schedule += f"/{optimizer}"
+        value = trial.value
+        if value is None and trial.intermediate_values:
+            value = trial.intermediate_values[max(trial.intermediate_values)]
+        shown = "-" if value is None else f"{value:.4g}"
+        try:
+            best = f"best {study.best_value:.4g} (#{study.best_trial.number})"
+        except ValueError:
+            best = "best -"
+        seconds = trial.duration.total_seconds() if trial.duration is not None else 0.0
+        width = len(str(self.n_trials))
+        click.echo(
+            f"[{done:>{width}}/{self.n_trials}] trial {trial.number:<4} {schedule:<16} {shown:>8}  "
+            f"{trial.state.name:<8}  {best}  {seconds:.1f}s"
+        )
+
+
+def _print_study_summary(outcome: Any) -> None:
+    import json
+
+    click.echo(
+        f"lrtune study: {outcome.study_name}: {outcome.complete} complete, {outcome.pruned} pruned, "
+        f"{outcome.failed} failed (this run added {outcome.added}; total asked {outcome.n_trials})"
+    )
+    rows = [("objective", f"{outcome.metric} ({outcome.direction})")]
+    if outcome.best is not None:
+        rows += [
+            ("best", f"{outcome.best['value']:.6g} (trial {outcome.best_trial})"),
+            ("schedule", json.dumps(outcome.best["schedule"])),
+            ("optimizer", json.dumps(outcome.best["optimizer"])),
+        ]
+    else:
+        rows.append(("best", "no complete trial yet"))
+    rows.append(("storage", outcome.storage))
+    if outcome.tracking_uri is not None:
+        parent = f", parent run {outcome.parent_run_id}" if outcome.parent_run_id else ""
+        rows.append(("mlflow", f"{outcome.tracking_uri}, experiment {outcome.experiment!r}{parent}"))
+        rows.append(("browse", f"lrtune ui --tracking-uri {outcome.tracking_uri}"))
+    if outcome.best is not None:
+        rows.append(
+            (
+                "export",
+                f"lrtune best --storage {outcome.storage} --study-name {outcome.study_name} --out best.json",
+            )
+        )
+    for key, value in rows:
+        click.echo(f"  {key:<10} {value}")
+
+
+@cli.command()
+@click.option(
+    "--storage", default="sqlite:///lrtune.db", show_default=True, help="The study's Optuna storage URL."
+)
+@click.option("--study-name", default=None, help="The study [default: the only study in the storage].")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the JSON here (atomically) instead of to stdout.",
+)
+def best(storage: str, study_name: str | None, out: Path | None) -> None:
+    """Print (or write) the best schedule of a study as JSON, for lrtune.load_schedule."""
+    import json
+
+    from lrtune.study.best import check_output_file, load_best, write_json_atomic
+
+    if out is not None:
+        check_output_file(out)
+    data = load_best(storage, study_name)
+    if out is None:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        write_json_atomic(out, data)
+        click.echo(
+            f"wrote {out} ({data['metric']} {data['value']:.6g}, schedule {data['schedule']['type']})",
+            err=True,
+        )
+
+
+@cli.command()
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Draw every schedule over one budget into this image (.png, .pdf or .svg).",
+)
+@click.option(
+    "--steps", type=click.IntRange(min=8), default=1000, show_default=True, help="The budget drawn by --plot."
+)
+def schedules(plot_path: Path | None, steps: int) -> None:
+    """List the schedule types: keys with defaults and formula; optionally draw them."""
+    from lrtune.schedules import describe
+
+    if plot_path is not None and plot_path.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise click.UsageError(f"--plot {str(plot_path)!r} must end in .png, .pdf or .svg")
+    if plot_path is not None and not (plot_path.parent if str(plot_path.parent) else Path(".")).is_dir():
+        raise click.UsageError(f"the folder of --plot {str(plot_path)!r} does not exist")
+    click.echo(describe())
+    if plot_path is not None:
+        from lrtune.plots import plot_schedules
+        from lrtune.schedules import examples
+
+        plot_schedules(examples(steps), steps, plot_path)
+        click.echo(f"wrote {plot_path}", err=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,145 @@
+"""The best schedule of a study, as the file ``lrtune best`` writes and ``lrtune.load_schedule`` reads.
+
+The file (a **contract**)::
+
+    {"schedule": {"type": "cosine", "base_lr": 0.12, "min_lr": 0.0012, "warmup_steps": 0},
+     "optimizer": {"name": "sgd", "momentum": 0.9},
+     "epochs": 10, "batch_size": 64, "metric": "val_accuracy", "value": 0.975, "study": "lrtune-digits"}
+
+The spec comes from the best trial's stored ``plan``; for a trial without one it is rebuilt
+from the trial's params with :func:`lrtune.space.plan_from_params`.
+
+Example:
+    >>> best = load_best("sqlite:///lrtune.db", "lrtune-digits")            # doctest: +SKIP
+    >>> write_json_atomic("best.json", best)                                  # doctest: +SKIP
+    >>> lrtune.load_schedule("best.json")["type"]                             # doctest: +SKIP
+    'cosine'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lrtune.errors import UsageError
+from lrtune.study.record import PLAN_ATTR, StudyRecord, read_record
+from lrtune.study.storage import find_study_id, open_existing_storage, study_names
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial:
+    """The study's best complete trial; UsageError when no trial completed."""
+    try:
+        return study.best_trial
+    except ValueError:
+        counts = _state_counts(study)
+        raise UsageError(
+            f"study {study.study_name!r} has no complete trial yet ({counts}); run more trials first"
+        ) from None
+
+
+def best_file(study: optuna.Study, *, record: StudyRecord | None = None) -> dict[str, Any]:
+    """The best file of ``study`` (see the module docstring) as plain JSON.
+
+    Raises:
+        UsageError: the study was not created by lrtune, or has no complete trial.
+    """
+    record = record or _record_of(study)
+    trial = best_trial(study)
+    plan = _plan_of(trial, record)
+    return {
+        "schedule": plan["schedule"],
+        "optimizer": plan["optimizer"],
+        "epochs": record.epochs,
+        "batch_size": record.batch_size,
+        "metric": record.metric,
+        "value": trial.value,
+        "study": study.study_name,
+    }
+
+
+def load_best(storage: str, study_name: str | None) -> dict[str, Any]:
+    """The best file of the study ``study_name`` in ``storage`` (nothing is created or written).
+
+    ``study_name`` may be None when the storage holds exactly one study.
+    """
+    import optuna
+
+    opened = open_existing_storage(storage)
+    names = study_names(opened)
+    if study_name is None:
+        if len(names) != 1:
+            listed = ", ".join(repr(n) for n in names) or "none"
+            raise UsageError(f"pass --study-name; the storage holds these studies: {listed}")
+        study_name = names[0]
+    if find_study_id(opened, study_name) is None:
+        listed = ", ".join(repr(n) for n in names) or "none"
+        raise UsageError(f"no study named {study_name!r} in this storage; its studies: {listed}")
+    study = optuna.load_study(study_name=study_name, storage=opened)
+    return best_file(study)
+
+
+def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file in the same folder and a rename."""
+    target = Path(path)
+    check_output_file(target)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:
+            json.dump(dict(data), fh, indent=2, allow_nan=False)
+            fh.write("\n")
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def check_output_file(path: Path) -> None:
+    """UsageError unless ``path`` can be written as a file (its folder exists, it is no folder)."""
+    if path.is_dir():
+        raise UsageError(f"--out {str(path)!r} is a folder; give a file name like best.json")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"the folder of --out {str(path)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {str(path)!r} is not writable")
+
+
+def _record_of(study: optuna.Study) -> StudyRecord:
+    record = read_record(study.user_attrs)
+    if record is None:
+        raise UsageError(
+            f"study {study.study_name!r} was not created by lrtune study (it has no 'lrtune' attribute)"
+        )
+    return record
+
+
+def _plan_of(trial: FrozenTrial, record: StudyRecord) -> dict[str, Any]:
+    plan = trial.user_attrs.get(PLAN_ATTR)
+    if isinstance(plan, Mapping) and isinstance(plan.get("schedule"), Mapping) and "optimizer" in plan:
+        return {"schedule": dict(plan["schedule"]), "optimizer": dict(plan["optimizer"])}
+    from lrtune.space import plan_from_params
+
+    rebuilt = plan_from_params(
+        trial.params, record.space, total_steps=record.total_steps, steps_per_epoch=record.steps_per_epoch
+    )
+    return rebuilt.to_dict()
+
+
+def _state_counts(study: optuna.Study) -> str:
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())) or "no trials"
+
+
+__all__ = ["best_file", "best_trial", "check_output_file", "load_best", "write_json_atomic"]

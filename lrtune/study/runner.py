@@ -1,0 +1,408 @@
+"""``lrtune study`` as a function: bounds, storage, the objective that trains a task, MLflow.
+
+Example:
+    >>> from lrtune.config import build_config
+    >>> config = build_config(None, {"n_trials": 6, "epochs": 5, "schedules": "cosine,one_cycle"})
+    >>> result = run_study(config)                                          # doctest: +SKIP
+    >>> result.best["schedule"]["type"]                                     # doctest: +SKIP
+    'one_cycle'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lrtune.errors import UsageError
+from lrtune.study import engine
+from lrtune.study.record import (
+    PLAN_ATTR,
+    REASON_ATTR,
+    RUN_ATTR,
+    StudyRecord,
+    finder_results,
+    incompatible,
+)
+from lrtune.study.storage import check_storage_url, open_storage
+
+if TYPE_CHECKING:
+    import optuna
+
+    from lrtune.config import StudyConfig
+    from lrtune.space import LRBounds
+    from lrtune.study_tracking import StudyTracker, TrialRun
+    from lrtune.tasks import Task
+    from lrtune.trainer import EpochResult, TrainSettings
+
+logger = logging.getLogger(__name__)
+
+Notify = Callable[[str], None]
+
+
+def objective_of(task: Task) -> tuple[str, str]:
+    """The objective's name and direction: ``val_<metric>`` by the task's ``metric_mode``, else ``val_loss``.
+
+    Example:
+        >>> from lrtune.tasks import load_task
+        >>> objective_of(load_task("digits"))
+        ('val_accuracy', 'maximize')
+    """
+    from lrtune.tasks import metric_name
+
+    name = metric_name(task)
+    if name is None:
+        return "val_loss", "minimize"
+    return f"val_{name}", "maximize" if task.metric_mode == "max" else "minimize"
+
+
+def run_study(
+    config: StudyConfig,
+    *,
+    callbacks: Sequence[engine.TrialCallback] = (),
+    notify: Notify | None = None,
+) -> engine.StudyOutcome:
+    """Run (or resume) the study ``config`` describes until it holds ``config.n_trials`` trials.
+
+    Every input is checked before anything is created; a resumed study keeps the settings it
+    was created with (see :data:`lrtune.study.record.FIXED_SETTINGS`) and its stored bounds.
+
+    Args:
+        config: the study's settings.
+        callbacks: Optuna callbacks called after every trial (e.g. to print progress).
+        notify: receives one line per stage (range test, start); default: logged at INFO.
+
+    Returns:
+        Where the study stands now.
+    """
+    from lrtune.data import resolve_device
+    from lrtune.tasks import load_task
+    from lrtune.tracking import TrackingSettings
+    from lrtune.trainer import TrainSettings
+
+    say = notify or logger.info
+    study_name = str(config.study_name)
+    given_bounds: LRBounds | None = None
+    given_finder: dict[str, Any] = {}
+    if config.bounds != "auto":
+        if config.optimizer == "search":
+            raise UsageError(
+                "with --optimizer search every optimizer needs its own range test; use --bounds auto"
+            )
+        given_bounds, given_finder = _read_bounds(config.bounds)
+
+    tracking = TrackingSettings(tracking_uri=config.tracking_uri, experiment=str(config.experiment))
+    check_storage_url(config.storage)
+    resolve_device(config.device)
+    task = load_task(config.task, data_dir=config.data_dir)
+    train_settings = TrainSettings(
+        epochs=config.epochs,
+        seed=config.seed,
+        device=config.device,
+        amp=config.amp,
+        batch_size=config.batch_size,
+    )
+    batch_size = config.batch_size or task.batch_size
+    metric, direction = objective_of(task)
+
+    def record_with(bounds: Mapping[str, LRBounds], source: str) -> StudyRecord:
+        return StudyRecord(
+            task=config.task,
+            epochs=config.epochs,
+            steps_per_epoch=math.ceil(len(task.train) / batch_size),  # type: ignore[arg-type]
+            batch_size=batch_size,
+            metric=metric,
+            direction=direction,
+            schedules=config.schedules,
+            optimizers=config.optimizers,
+            bounds=bounds,
+            weight_decay=config.weight_decay,
+            lr_dropout=config.lr_dropout,
+            warmup_max_fraction=config.warmup_max_fraction,
+            bounds_source=source,
+        )
+
+    storage = open_storage(config.storage)
+    stored, attrs, trials = engine.inspect_existing(storage, study_name)
+    if stored is not None:
+        fallback = next(iter(stored.bounds.values()))  # only so that a changed optimizer list compares
+        new = record_with(
+            {name: given_bounds or stored.bounds.get(name, fallback) for name in config.optimizers},
+            config.bounds,
+        )
+        differences = stored.conflicts(new, compare_bounds=given_bounds is not None)
+        if differences:
+            raise incompatible(study_name, differences)
+        if engine.count_done(trials) >= config.n_trials:
+            import optuna
+
+            say(f"study {study_name!r} already has {config.n_trials} finished trials; nothing to run")
+            study = optuna.load_study(study_name=study_name, storage=storage)
+            return engine.outcome(
+                study,
+                stored,
+                study_name=study_name,
+                storage=config.storage,
+                n_trials=config.n_trials,
+                added=0,
+                tracking=tracking,
+            )
+
+    from lrtune.study_tracking import StudyTracker
+
+    tracker = StudyTracker(tracking, study_name=study_name)
+    _ = tracker.client  # a bad MLflow store fails here, before any work
+
+    with tempfile.TemporaryDirectory(prefix="lrtune-study-") as scratch:
+        finder_files: dict[str, list[Path]] = {}
+        if stored is not None:
+            record, finder = stored, finder_results(attrs)
+        elif given_bounds is not None:
+            record = record_with({config.optimizer: given_bounds}, config.bounds)
+            finder = {config.optimizer: given_finder}
+        else:
+            bounds, finder, finder_files = _run_finders(config, Path(scratch), say)
+            record = record_with(bounds, "auto")
+
+        study, record = engine.open_study(
+            storage,
+            record,
+            study_name=study_name,
+            sampler=config.sampler,
+            pruner=config.pruner,
+            seed=config.seed,
+            n_existing=len(trials),
+            finder=finder,
+            config=config.to_dict(),
+        )
+        engine.start_tracking(
+            study,
+            tracker,
+            config_params=config.to_dict(),
+            finder=finder_results(study.user_attrs) or finder,
+            finder_files=finder_files,
+        )
+    say(
+        f"study {study_name!r}: {config.n_trials} trials of {record.epochs} epochs × "
+        f"{record.steps_per_epoch} steps, {record.metric} ({record.direction}), "
+        f"schedules {', '.join(record.schedules)}; "
+        + (
+            "no pruning"
+            if config.pruner == "none"
+            else f"{config.pruner} pruning from epoch {engine.min_resource(record)}"
+        )
+    )
+    objective = TaskObjective(
+        _prepared(task),
+        record,
+        tracker=tracker,
+        settings=train_settings,
+        seed=config.seed,
+        pruner=config.pruner,
+    )
+    added = engine.run_trials(
+        study, objective, n_trials=config.n_trials, timeout=config.timeout, callbacks=[tracker, *callbacks]
+    )
+    engine.finish_tracking(study, tracker, record)
+    return engine.outcome(
+        study,
+        record,
+        study_name=study_name,
+        storage=config.storage,
+        n_trials=config.n_trials,
+        added=added,
+        tracking=tracking,
+    )
+
+
+class TaskObjective:
+    """The objective of a study over a task: sample a plan, train it, log and report every epoch.
+
+    The objective value is the last epoch's validation metric (``val_loss`` without a metric),
+    so a schedule is judged by where it ends. A diverged epoch (NaN/inf or a loss explosion,
+    :class:`lrtune.trainer.EpochResult`) prunes the trial with its reason; the study goes on.
+
+    Args:
+        task: the task, loaded once per process (every trial builds a fresh model).
+        record: the study's settings and search space.
+        tracker: logs each trial to its MLflow child run.
+        settings: how trials train; each trial's seed is ``seed + trial.number``.
+        seed: the study's base seed.
+        pruner: the pruner's name, for the reason of a pruned trial.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        record: StudyRecord,
+        *,
+        tracker: StudyTracker,
+        settings: TrainSettings,
+        seed: int,
+        pruner: str,
+    ) -> None:
+        self.task = task
+        self.record = record
+        self.tracker = tracker
+        self.settings = settings
+        self.seed = seed
+        self.pruner = pruner
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from lrtune.space import sample
+        from lrtune.trainer import fit
+
+        record = self.record
+        plan = sample(
+            trial, record.space, total_steps=record.total_steps, steps_per_epoch=record.steps_per_epoch
+        )
+        trial.set_user_attr(PLAN_ATTR, plan.to_dict())
+        settings = dataclasses.replace(self.settings, seed=(self.seed + trial.number) % 2**32)
+        with self.tracker.start_trial(trial, params=trial.params) as run:
+            trial.set_user_attr(RUN_ATTR, run.run_id)
+            hook = _EpochHook(
+                trial, run, self.task, metric=record.metric, pruner=self.pruner, epochs=record.epochs
+            )
+            result = fit(
+                self.task,
+                optimizer=plan.optimizer,
+                schedule=plan.schedule,
+                base_lr=plan.base_lr,
+                settings=settings,
+                on_epoch=hook,
+            )
+            value = hook.value(result.final())
+        return value
+
+
+class _EpochHook:
+    """``fit``'s ``on_epoch``: log the epoch, prune on divergence, report to Optuna, prune if told."""
+
+    def __init__(
+        self, trial: optuna.Trial, run: TrialRun, task: Task, *, metric: str, pruner: str, epochs: int
+    ) -> None:
+        from lrtune.tasks import metric_name
+
+        self.epochs = epochs
+        self.trial = trial
+        self.run = run
+        self.metric = metric
+        self.pruner = pruner
+        self.metric_name = metric_name(task)
+
+    def value(self, epoch: EpochResult) -> float:
+        if self.metric_name is None or epoch.val_metric is None:
+            return float(epoch.val_loss)
+        return float(epoch.val_metric)
+
+    def __call__(self, epoch: EpochResult) -> None:
+        metrics = (
+            {self.metric_name: epoch.val_metric} if self.metric_name and epoch.val_metric is not None else {}
+        )
+        self.run.log_epoch(
+            epoch=epoch.epoch,
+            train_loss=epoch.train_loss,
+            val_loss=epoch.val_loss,
+            metrics=metrics,
+            lrs=epoch.lrs,
+            first_step=epoch.steps - len(epoch.lrs),
+        )
+        value = self.value(epoch)
+        if epoch.diverged or not math.isfinite(value):
+            self._prune(
+                f"diverged in epoch {epoch.epoch} (train_loss {epoch.train_loss:.4g}, "
+                f"val_loss {epoch.val_loss:.4g}); the learning rate is too high"
+            )
+        self.trial.report(value, epoch.epoch)
+        # After the last epoch the trial is done: pruning it then would only lose its result.
+        if epoch.epoch < self.epochs and self.trial.should_prune():
+            self._prune(
+                f"pruned by the {self.pruner} pruner after epoch {epoch.epoch} ({self.metric} {value:.4g})"
+            )
+
+    def _prune(self, reason: str) -> None:
+        import optuna
+
+        self.trial.set_user_attr(REASON_ATTR, reason)
+        raise optuna.TrialPruned(reason)
+
+
+def _read_bounds(path_text: str) -> tuple[LRBounds, dict[str, Any]]:
+    """The bounds in a finder.json (or its folder) and the file's finder keys."""
+    from lrtune.space import LRBounds
+
+    bounds = LRBounds.from_finder_json(path_text)
+    path = Path(path_text)
+    path = path / "finder.json" if path.is_dir() else path
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return bounds, dict(data)
+
+
+def _run_finders(
+    config: StudyConfig, scratch: Path, say: Notify
+) -> tuple[dict[str, LRBounds], dict[str, dict[str, Any]], dict[str, list[Path]]]:
+    """One range test per optimizer of the space: bounds, results, and the files each wrote."""
+    from lrtune.find_job import FindSettings, run_find
+    from lrtune.space import LRBounds
+
+    bounds: dict[str, LRBounds] = {}
+    results: dict[str, dict[str, Any]] = {}
+    files: dict[str, list[Path]] = {}
+    for name in config.optimizers:
+        say(f"range test for {name}: {config.finder_repeats}×{config.finder_num_iter} steps")
+        found = run_find(
+            FindSettings(
+                task=config.task,
+                optimizer=name,
+                num_iter=config.finder_num_iter,
+                repeats=config.finder_repeats,
+                batch_size=config.batch_size,
+                seed=config.seed,
+                device=config.device,
+                data_dir=config.data_dir,
+                out=scratch / name,
+                tracking=None,
+                amp=config.amp,
+            )
+        )
+        result = found.result
+        try:
+            bounds[name] = LRBounds(
+                lr_low=result.lr_low, lr_high=result.lr_high, suggested_lr=result.suggested_lr
+            )
+        except UsageError as exc:
+            flags = ", ".join(result.flags) or "none"
+            raise UsageError(
+                f"the range test for {name} found no usable learning-rate region ({exc}; flags: {flags}); "
+                "inspect it with `lrtune find`, then pass --bounds FINDER_JSON"
+            ) from None
+        results[name] = result.to_dict()
+        files[name] = [found.json_path, found.plot_path]
+        say(
+            f"  {name}: suggested_lr {result.suggested_lr:.3g}, bounds {result.lr_low:.3g}..{result.lr_high:.3g}"
+        )
+    return bounds, results, files
+
+
+def _prepared(task: Task) -> Task:
+    """The task with its datasets as tensors when they fit in memory, so no trial decodes them again."""
+    from torch.utils.data import TensorDataset
+
+    from lrtune.data import materialize
+
+    changes: dict[str, Any] = {}
+    for split in ("train", "val"):
+        with contextlib.suppress(Exception):  # streaming stays the fallback
+            tensors = materialize(getattr(task, split))
+            if tensors is not None:
+                changes[split] = TensorDataset(*tensors)
+    return dataclasses.replace(task, **changes) if changes else task
+
+
+__all__ = ["TaskObjective", "objective_of", "run_study"]
