@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from lrtune.config import OPTIMIZER_CHOICES, PRUNERS, SAMPLERS
-from lrtune.errors import LrtuneError
+from lrtune.errors import LrtuneError, one_line
 from lrtune.optimizers import OPTIMIZER_NAMES
 from lrtune.space import SEARCHABLE_TYPES
 from lrtune.tracking import DEFAULT_TRACKING_URI, mask_secrets
@@ -68,7 +68,7 @@ class LrtuneGroup(click.Group):
         except Exception as exc:
             if debug:
                 raise
-            message = mask_secrets(str(exc).replace("\n", " "))
+            message = mask_secrets(one_line(exc))
             _fail(f"unexpected {type(exc).__name__}: {message} (set LRTUNE_DEBUG=1 for the traceback)", 1)
         if isinstance(result, int) and result != 0:
             sys.exit(result)
@@ -81,6 +81,9 @@ class LrtuneGroup(click.Group):
 def cli(verbose: int) -> None:
     """Find a learning rate you can trust, then tune its schedule with Optuna and MLflow."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    if verbose == 0:
+        # lrtune reports failures itself, in one line; MLflow's own error logs carry tracebacks.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "CRITICAL")
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logger.setLevel(level)
 

@@ -24,15 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from lrtune.errors import DataUnavailableError, TaskError
-
-
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    """The last non-empty line of an exception's message, shortened: what the user needs to see."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[-1] if lines else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
+from lrtune.errors import DataUnavailableError, TaskError, one_line
 
 # --------------------------------------------------------------------------- bundled and generated data
 
@@ -97,7 +89,11 @@ def _torchvision_splits(
         for path in reversed(created):  # leave no empty folders behind from a failed download
             with contextlib.suppress(OSError):
                 path.rmdir()
-        reason = f"could not be downloaded ({_one_line(exc)})" if download else "downloads are off"
+        reason = (
+            f"could not be downloaded ({one_line(exc, limit=200, last=True)})"
+            if download
+            else "downloads are off"
+        )
         raise DataUnavailableError(
             f"{label} is not in {root / folder} (expected {', '.join(files)}) and {reason}; "
             f"get it on a machine with internet (`lrtune find --task {task_name} --data-dir DIR` "
@@ -244,7 +240,7 @@ def imagefolder_splits(
     try:
         samples = make_dataset(str(root), {c: i for i, c in enumerate(classes)}, extensions=IMG_EXTENSIONS)
     except (FileNotFoundError, ValueError) as exc:
-        raise TaskError(f"image folder {root}: {_one_line(exc)}") from None
+        raise TaskError(f"image folder {root}: {one_line(exc, limit=200, last=True)}") from None
     dataset = ImageFiles(samples, classes, transform)
     targets = np.asarray(dataset.targets)
     rng = np.random.default_rng(seed)

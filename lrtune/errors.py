@@ -40,3 +40,22 @@ class DataUnavailableError(UsageError):
 
 class DeviceError(UsageError):
     """The requested device is not available (e.g. ``--device cuda`` without a GPU)."""
+
+
+def one_line(exc: BaseException, *, limit: int = 300, last: bool = False) -> str:
+    """An exception's message as one short line: what a user needs to see, without a traceback.
+
+    Args:
+        exc: the exception.
+        limit: longest result; longer messages are cut with ``...``.
+        last: take the last non-empty line instead of the first (for errors that put the cause last).
+
+    Example:
+        >>> one_line(RuntimeError("disk full\\nwhile writing x"))
+        'disk full'
+        >>> one_line(ValueError(""))
+        'ValueError'
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = (lines[-1] if last else lines[0]) if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,14 +1,17 @@
 """Matplotlib figures: the finder curve, the schedule catalogue, study summaries.
 
-Every function here writes a PNG file and returns nothing; matplotlib is imported
-inside the functions with the non-interactive ``Agg`` backend, so importing this
-module is cheap and never needs a display.
+Every function writes files (PNG, and HTML for the interactive study plots); matplotlib
+and plotly are imported inside the functions and draw on their own Agg canvas, so
+importing this module is cheap, needs no display, and never changes the backend of a
+user's notebook.
 """
 
 from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING, Any
+
+from lrtune.errors import one_line
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -173,7 +176,7 @@ def write_study_plots(study: optuna.Study, folder: Path, *, embed_plotlyjs: bool
                         raise ValueError("Optuna drew an empty figure")
                     figure.write_html(path, include_plotlyjs=True if embed_plotlyjs else "cdn")
             except Exception as exc:  # a plot is a nice-to-have: never fail a study for it
-                reason = f"{type(exc).__name__}: {_one_line(exc)}"
+                reason = f"{type(exc).__name__}: {one_line(exc)}"
         if reason is None:
             written.append(path)
         else:
@@ -275,11 +278,6 @@ def _schedule_param(trials: Sequence[optuna.trial.FrozenTrial]) -> str | None:
     """The categorical param naming the schedule type ("schedule", "schedule_type", ...), if any."""
     names = sorted({k for t in trials for k, v in t.params.items() if "schedule" in k and isinstance(v, str)})
     return names[0] if names else None
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else ""
 
 
 if TYPE_CHECKING:

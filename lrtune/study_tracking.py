@@ -39,10 +39,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from lrtune.errors import LrtuneError, UsageError
+from lrtune.errors import LrtuneError, UsageError, one_line
 from lrtune.tracking import (
     TrackingSettings,
-    _first_line,
     _log_metric_batches,
     experiment_id,
     log_files,
@@ -401,7 +400,7 @@ class TrialRun:
             elif isinstance(exc, optuna.TrialPruned):
                 self.finish("PRUNED", reason=_message(exc) or "pruned")
             elif isinstance(exc, Exception):
-                self.finish("FAIL", reason=f"{type(exc).__name__}: {_first_line(exc)}")
+                self.finish("FAIL", reason=f"{type(exc).__name__}: {one_line(exc)}")
             else:  # KeyboardInterrupt, SystemExit: Optuna records FAIL, MLflow shows KILLED
                 self._end("KILLED", state="FAIL", reason=f"interrupted ({type(exc).__name__})")
         except Exception as log_error:

@@ -34,7 +34,6 @@ from lrtune.datasets import CIFAR10_MEAN as CIFAR10_MEAN  # re-exported
 from lrtune.datasets import CIFAR10_STD as CIFAR10_STD  # re-exported
 from lrtune.datasets import ImageFiles as ImageFiles  # re-exported
 from lrtune.datasets import (
-    _one_line,
     cifar10_splits,
     digits_splits,
     fashion_mnist_splits,
@@ -42,7 +41,7 @@ from lrtune.datasets import (
     imagefolder_splits,
     mnist_splits,
 )
-from lrtune.errors import TaskError
+from lrtune.errors import TaskError, one_line
 from lrtune.models import cifar_resnet18, mlp, small_cnn
 
 logger = logging.getLogger(__name__)
@@ -367,11 +366,11 @@ def _load_user_task(spec: str) -> Task:
                 "or the installed packages; run lrtune from the folder that holds it"
             ) from None
         raise TaskError(
-            f"importing module {module_name!r} failed: ModuleNotFoundError: {_one_line(exc)}"
+            f"importing module {module_name!r} failed: ModuleNotFoundError: {one_line(exc, limit=200, last=True)}"
         ) from exc
     except (Exception, SystemExit) as exc:
         raise TaskError(
-            f"importing module {module_name!r} failed: {type(exc).__name__}: {_one_line(exc)}"
+            f"importing module {module_name!r} failed: {type(exc).__name__}: {one_line(exc, limit=200, last=True)}"
         ) from exc
     target: Any = module
     for part in attr.split("."):
@@ -385,7 +384,9 @@ def _load_user_task(spec: str) -> Task:
     try:
         task = target()
     except (Exception, SystemExit) as exc:
-        raise TaskError(f"{spec}() raised {type(exc).__name__}: {_one_line(exc)}") from exc
+        raise TaskError(
+            f"{spec}() raised {type(exc).__name__}: {one_line(exc, limit=200, last=True)}"
+        ) from exc
     if not isinstance(task, Task):
         raise TaskError(f"{spec}() returned {type(task).__name__}, expected a lrtune.Task")
     return task

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lrtune.errors import UsageError
+from lrtune.errors import UsageError, one_line
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -102,9 +103,15 @@ class TrackingSettings:
 
 
 def quiet_mlflow_logs() -> None:
-    """Keep MLflow's and alembic's INFO chatter (schema creation, migrations) off the terminal."""
+    """Keep MLflow's and alembic's INFO chatter (schema creation, migrations) off the terminal.
+
+    The level is WARNING, or higher when ``MLFLOW_LOGGING_LEVEL`` asks for it (the CLI sets
+    CRITICAL, because it reports failures itself in one line).
+    """
+    requested = logging.getLevelName(os.environ.get("MLFLOW_LOGGING_LEVEL", "WARNING").upper())
+    level = max(logging.WARNING, requested if isinstance(requested, int) else logging.WARNING)
     for name in ("mlflow", "alembic", "alembic.runtime.migration"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(level)
 
 
 def open_client(settings: TrackingSettings) -> MlflowClient:
@@ -118,7 +125,7 @@ def open_client(settings: TrackingSettings) -> MlflowClient:
     except Exception as exc:
         raise UsageError(
             f"cannot open the MLflow store {mask_secrets(settings.tracking_uri)}: "
-            f"{mask_secrets(_first_line(exc))}"
+            f"{mask_secrets(one_line(exc))}"
         ) from None
     return client
 
@@ -248,11 +255,6 @@ def log_finder_run(
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "experiment"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 __all__ = [

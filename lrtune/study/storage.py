@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lrtune.errors import UsageError
+from lrtune.errors import UsageError, one_line
 from lrtune.tracking import mask_secrets, sqlite_path
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.RDBStor
             return optuna.storages.RDBStorage(url, **kwargs)
     except Exception as exc:
         raise UsageError(
-            f"cannot open the study storage {mask_secrets(url)}: {mask_secrets(_first_line(exc))}"
+            f"cannot open the study storage {mask_secrets(url)}: {mask_secrets(f'{type(exc).__name__}: {one_line(exc)}')}"
         ) from None
 
 
@@ -151,12 +151,6 @@ def find_study_id(storage: optuna.storages.BaseStorage, study_name: str) -> int 
         return int(storage.get_study_id_from_name(study_name))
     except KeyError:
         return None
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    text = lines[0] if lines else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 __all__ = [
