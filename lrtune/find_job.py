@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lrtune.atomic import write_atomically
 from lrtune.errors import UsageError
 from lrtune.optimizers import OPTIMIZER_NAMES, OptimizerSpec
 from lrtune.tracking import TrackingSettings
@@ -162,9 +163,7 @@ def run_find(settings: FindSettings, *, progress: Callable[[int], None] | None =
     json_path = settings.out / "finder.json"
     plot_path = settings.out / "finder.png"
     result.save_json(json_path)
-    partial = plot_path.with_name(".finder.png.partial.png")
-    result.plot(partial)
-    os.replace(partial, plot_path)
+    write_atomically(plot_path, result.plot)
 
     run_id = None
     if settings.tracking is not None:

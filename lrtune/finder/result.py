@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lrtune.atomic import write_json_atomically
 from lrtune.errors import UsageError
 
 
@@ -85,16 +84,7 @@ class FinderResult:
         """Write :meth:`to_dict` as JSON; parent folders are created, the file is replaced atomically."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")  # same folder: rename is atomic
-        try:
-            with open(tmp, "x", encoding="utf-8") as fh:  # "x": a fresh file with the usual permissions
-                json.dump(self.to_dict(), fh, indent=2, allow_nan=False)
-                fh.write("\n")
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_json_atomically(target, self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FinderResult:

@@ -18,14 +18,12 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lrtune.atomic import write_json_atomically
 from lrtune.errors import UsageError
 from lrtune.study.record import PLAN_ATTR, StudyRecord, read_record
 from lrtune.study.storage import find_study_id, open_existing_storage, study_names
@@ -91,16 +89,7 @@ def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary file in the same folder and a rename."""
     target = Path(path)
     check_output_file(target)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as fh:
-            json.dump(dict(data), fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_json_atomically(target, data)
 
 
 def check_output_file(path: Path) -> None:
