@@ -198,3 +198,37 @@ def test_find_as_a_real_subprocess(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("Error: ") and "Traceback" not in bad.stderr
+
+
+def test_ui_binds_to_loopback_and_serves_our_artifacts(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "call", lambda command: calls.append(command) or 0)
+    result = run_cli("ui")
+    assert result.exit_code == 0, result.stderr
+    (command,) = calls
+    assert command[1:4] == ["-m", "mlflow", "ui"]
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert command[command.index("--port") + 1] == "5000"
+    assert command[command.index("--backend-store-uri") + 1] == "sqlite:///mlflow.db"
+    assert command[command.index("--artifacts-destination") + 1] == (workdir / "mlartifacts").as_uri()
+
+    calls.clear()
+    result = run_cli("ui", "--host", "0.0.0.0", "--port", "8080", "--tracking-uri", "http://mlflow:5000")
+    assert result.exit_code == 0
+    assert "--artifacts-destination" not in calls[0]
+    assert calls[0][calls[0].index("--host") + 1] == "0.0.0.0"
+
+
+def test_ui_rejects_a_bad_store_and_port(workdir: Path) -> None:
+    assert_one_line_usage_error(run_cli("ui", "--tracking-uri", "nowhere"), "not a URI")
+    assert_one_line_usage_error(run_cli("ui", "--port", "70000"), "--port")
+    assert written(workdir) == []
+
+
+def test_errors_never_show_a_password(workdir: Path) -> None:
+    result = run_cli("find", "--tracking-uri", "postgresql://bob:hunter2@127.0.0.1:1/db")
+    assert_one_line_usage_error(result, "cannot open the MLflow store postgresql://bob:***@127.0.0.1:1/db")
+    assert "hunter2" not in result.output + result.stderr
+    assert written(workdir) == []
