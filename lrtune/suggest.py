@@ -17,13 +17,20 @@ The math, with ``x = log10(lr)`` and ``y`` the raw loss:
 4. Estimators: ``minimum`` = the log-midpoint of the bottom band (a noise-robust argmin); ``steepest`` =
    argmin ``s'`` before the minimum; ``valley`` = the log-midpoint of the longest contiguous stretch where
    ``s' <= -10% · |s'(steepest)|`` (contiguous, unlike fastai's longest subsequence); ``minimum_div10``.
-5. ``suggested`` = :func:`combine_estimates`: the log-midpoint of the descent, mean(steepest, valley), and
-   the minimum (median(steepest, valley, minimum/10) stands for the descent when steepest and valley disagree
-   by more than a decade); clipped into ``[lr_low, lr_high]``.
-6. ``lr_high`` = where ``s`` enters the bottom band (the loss has done nearly all its improving), or
-   minimum/10**0.1 if that is higher, never past the argmin of ``s``; ``lr_low`` = the onset of the
-   descent, where, going left from the steepest point, ``s'`` rises above ``-20% · |s'(steepest)|``; kept
-   within ``[lr_high/100, suggested]``.
+5. ``suggested`` = :func:`combine_estimates`: 3/4 of the way (in ``x``) from the descent, mean(steepest,
+   valley), to the minimum (median(steepest, valley, minimum/10) stands for the descent when steepest and
+   valley disagree by more than a decade); clipped into ``[lr_low, lr_high]``.
+6. ``lr_high`` = ``minimum · 10**0.3`` (twice the minimum), or where ``s`` leaves the bottom band on the right
+   (it has climbed back by 5% of the drop) if that comes first; never below the steepest point.
+   ``lr_low`` = the onset of the descent, where, going left from the steepest point, ``s'`` rises above
+   ``-20% · |s'(steepest)|``; kept within ``[lr_high/100, suggested]``.
+
+Calibration (``scripts/check_suggestions.py``, constant-LR training on digits and Friedman #1 with SGD,
+Adam and RMSprop): the best constant LR lies within a few tenths of a decade of ``minimum`` and training
+falls apart 0.3 to 1 decade above it; the steepest point is 0.5 to 1 decade too low. Hence a suggestion
+near the minimum, with a margin below it, and ``lr_high`` a little past it. A sweep of a few hundred steps
+cannot see instabilities that build up over longer training (Gaussian NLL trained by SGD breaks down below
+the sweep's minimum): the study's search over ``lr_low .. lr_high`` is the remedy.
 
 Everything is a location or a ratio of loss differences, so shifting or scaling the loss (``a·y + b``,
 ``a > 0``) never changes the answer. Flags (see :data:`FLAGS`) compare the drop with the residual noise
@@ -76,7 +83,8 @@ FLAGS: tuple[str, ...] = ("no_divergence", "flat_curve", "at_boundary", "noisy",
 # Smoothing and trimming.
 SPAN_FRACTION = 0.15  # LOESS window, as a fraction of the finite points
 MIN_SPAN_POINTS = 7  # smallest LOESS window
-LOESS_DEGREE = 1  # local polynomial degree (1 = local linear, 2 = local quadratic)
+_EVEN_SPACING = 1e-9  # x counts as equally spaced when every gap is within this fraction of the mean gap
+_BLOCK = 1 << 15  # numbers per block of the point-by-point fit (bounds its memory)
 MEDIAN_FRACTION = 0.05  # running-median window (tail detection, spike filter), fraction of the points
 SPIKE_NOISE = 4.0  # a spike: further than SPIKE_NOISE * noise from the running median
 TRIM_START_FRACTION = 0.05  # points ignored at the start of the sweep
@@ -88,11 +96,11 @@ TAIL_RUN = 3  # ... for this many points in a row (or to the end)
 VALLEY_SLOPE_FRACTION = 0.10  # a "descending" point for the valley
 LOW_SLOPE_FRACTION = 0.20  # lr_low: the descent has reached this fraction of the best rate
 BOTTOM_FRACTION = 0.05  # the bottom band: within this fraction of the drop above the lowest smoothed loss
-HIGH_MARGIN_DECADES = 0.1  # lr_high >= minimum / 10**HIGH_MARGIN_DECADES (never past the argmin)
+HIGH_DECADES = 0.3  # lr_high = minimum * 10**HIGH_DECADES, or where the loss leaves the bottom band if lower
 LOW_MAX_DECADES = 2.0  # lr_low >= lr_high / 10**LOW_MAX_DECADES
 
 # Combination of the estimators (log10 space); see combine_estimates.
-SUGGEST_POSITION = 0.5  # suggestion = descent + SUGGEST_POSITION * (minimum - descent)
+SUGGEST_POSITION = 0.75  # suggestion = descent + SUGGEST_POSITION * (minimum - descent)
 DISAGREEMENT_DECADES = 1.0  # steepest and valley further apart: descent = median(steepest, valley, min/10)
 
 # Flags and confidence.
@@ -105,8 +113,8 @@ HIGH_CONFIDENCE_SPREAD_DECADES = 0.25  # "high" confidence needs a spread at mos
 LOW_CONFIDENCE_FLAGS = frozenset({"flat_curve", "at_boundary", "unstable"})
 
 METHOD = (
-    "log-midpoint(descent = mean(steepest, valley), minimum) on a despiked zero-phase LOESS curve in "
-    "log10(lr); bounds: onset of the descent .. bottom of the curve"
+    "3/4 of the way from descent = mean(steepest, valley) to minimum, in log10(lr), on a despiked zero-phase "
+    "LOESS curve; bounds: onset of the descent .. 2 x minimum (at most where the loss rises again)"
 )
 
 
@@ -117,7 +125,8 @@ class Suggestion:
     Attributes:
         suggested_lr: The learning rate to start from.
         lr_low: Lower bound of the useful region (onset of the descent): a cyclic schedule's minimum.
-        lr_high: Upper bound: the largest LR at which the loss still improves.
+        lr_high: Upper bound: twice the minimum of the smoothed curve, or where the loss starts rising again
+            if that comes first.
         flags: Sorted subset of :data:`FLAGS`.
         method: Short description of the rule.
         estimates: Each estimator's LR (``steepest``, ``valley``, ``minimum``, ``minimum_div10``).
@@ -151,18 +160,23 @@ class Consensus:
         per_repeat: Suggestion of every usable repeat (at least :data:`MIN_POINTS` finite points), in order.
         spread_decades: ``max - min`` of ``log10(suggested_lr)`` over the usable repeats; ``None`` when fewer
             than two repeats are usable.
+        smoothed_losses: :func:`smooth` of the median curve (as long as ``median_losses``): the curve the
+            suggestion was read from.
     """
 
     suggestion: Suggestion
     median_losses: FloatArray
     per_repeat: tuple[Suggestion, ...]
     spread_decades: float | None
+    smoothed_losses: FloatArray
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict: the suggestion's keys, ``spread_decades``, ``median_losses``, ``per_repeat``."""
+        """JSON-ready dict: the suggestion's keys, ``spread_decades``, ``median_losses``, ``smoothed_losses``,
+        ``per_repeat``."""
         out = self.suggestion.to_dict()
         out["spread_decades"] = self.spread_decades
         out["median_losses"] = [float(v) for v in self.median_losses]
+        out["smoothed_losses"] = [float(v) for v in self.smoothed_losses]
         out["per_repeat"] = [p.to_dict() for p in self.per_repeat]
         return out
 
@@ -201,19 +215,50 @@ def _finite_prefix(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> tuple[FloatArra
     return np.log10(ladder[:n]), y[:n], len(y)
 
 
+def _median(v: FloatArray) -> float:
+    """``np.median`` of a finite 1-D array (the same value), without its general-purpose overhead."""
+    n = len(v)
+    part = np.partition(v, [(n - 1) // 2, n // 2])
+    return float((part[(n - 1) // 2] + part[n // 2]) / 2)
+
+
 def _mad_sigma(r: FloatArray) -> float:
-    return float(1.4826 * np.median(np.abs(r - np.median(r)))) if len(r) else 0.0
+    return 1.4826 * _median(np.abs(r - _median(r))) if len(r) else 0.0
 
 
 def _trim_start(n: int) -> int:
     return min(int(np.ceil(TRIM_START_FRACTION * n)), n - 3)
 
 
-def _running_median(y: FloatArray) -> FloatArray:
-    """Centred running median over :data:`MEDIAN_FRACTION` of the points (windows shrink at the ends)."""
-    w = max(3, round(MEDIAN_FRACTION * len(y)) | 1)
-    padded = np.concatenate([np.full(w // 2, np.nan), y, np.full(w // 2, np.nan)])
-    return np.asarray(np.nanmedian(np.lib.stride_tricks.sliding_window_view(padded, w), axis=1))
+def _median_half(n: int) -> int:
+    """Half-width of the running median's window over n points (odd, :data:`MEDIAN_FRACTION` of them)."""
+    return max(3, round(MEDIAN_FRACTION * n) | 1) // 2
+
+
+def _running_median(y: FloatArray, longer: FloatArray | None = None) -> FloatArray:
+    """Centred running median over :data:`MEDIAN_FRACTION` of the points (windows shrink at the ends).
+
+    ``longer``: the running median of a curve that starts with ``y``; where the windows agree, its values
+    are reused.
+    """
+    n = len(y)
+    half = _median_half(n)
+    if longer is not None and _median_half(len(longer)) == half:
+        out = longer[:n].copy()
+        edge = np.arange(max(0, n - half), n)  # the windows that now reach past the end
+    else:
+        out = np.empty(n)
+        if n > 2 * half:  # full windows (odd: the median is the middle element) in the interior
+            windows = np.lib.stride_tricks.sliding_window_view(y, 2 * half + 1)
+            out[half : n - half] = np.partition(windows, half, axis=1)[:, half]
+        edge = np.concatenate([np.arange(min(half, n)), np.arange(max(half, n - half), n)])
+    # Shrunken windows at the ends: sort the rows with NaN padding (NaN sorts last), take the middle ones.
+    padded = np.concatenate([np.full(half, np.nan), y, np.full(half, np.nan)])
+    rows = np.sort(padded[edge[:, None] + np.arange(2 * half + 1)], axis=1)
+    count = np.minimum(edge + half, n - 1) - np.maximum(edge - half, 0) + 1
+    at = np.arange(len(edge))
+    out[edge] = (rows[at, (count - 1) // 2] + rows[at, count // 2]) / 2
+    return out
 
 
 def _tail_start(y: FloatArray, rough: FloatArray, i0: int) -> int:
@@ -226,10 +271,12 @@ def _tail_start(y: FloatArray, rough: FloatArray, i0: int) -> int:
     i_min = i0 + int(np.argmin(rough[i0:]))
     before = slice(i0, i_min + 1)
     cap = float(np.max(rough[before])) + TAIL_NOISE * _mad_sigma(y[before] - rough[before])
-    for j in range(i_min + 1, n):
-        if np.all(y[j : j + TAIL_RUN] > cap):
-            return max(j, min(n, MIN_POINTS))
-    return n
+    # Points j > i_min with y[j : j + TAIL_RUN] all above the cap (a shorter run at the end counts too).
+    below = np.concatenate([[0], np.cumsum(y[i_min + 1 :] <= cap)])
+    j = np.arange(len(below) - 1)
+    run_end = np.minimum(j + TAIL_RUN, len(j))
+    hits = np.flatnonzero(below[run_end] == below[j])
+    return max(i_min + 1 + int(hits[0]), min(n, MIN_POINTS)) if len(hits) else n
 
 
 def _despike(y: FloatArray, rough: FloatArray) -> FloatArray:
@@ -243,37 +290,89 @@ def _despike(y: FloatArray, rough: FloatArray) -> FloatArray:
 # Smoothing
 
 
-def _knn_starts(x: FloatArray, k: int) -> npt.NDArray[np.intp]:
-    """Start of the window of the k points nearest to each x_i (x sorted): nondecreasing, two pointers."""
+def _window_starts(x: FloatArray, k: int) -> npt.NDArray[np.intp]:
+    """Start of the window of the k points nearest to each x_i (x sorted).
+
+    The window ``[a, a + k)`` of x_i starts at the first ``a`` where moving it right would not bring it
+    closer: ``x[a + k] - x_i >= x_i - x[a]`` (else ``a = n - k``). That test only turns from false to true as
+    ``a`` grows, so a search on ``x[a] + x[a + k] >= 2·x_i`` lands on it or next to it, and the exact test
+    settles the last step.
+    """
     n = len(x)
-    starts = np.empty(n, dtype=np.intp)
-    a = 0
-    for i in range(n):
-        while a + k < n and x[a + k] - x[i] < x[i] - x[a]:
-            a += 1
-        starts[i] = a
-    return starts
+    a = np.searchsorted(x[: n - k] + x[k:], 2.0 * x)
+
+    def closer_right(a: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
+        b = np.clip(a, 0, max(n - k - 1, 0))
+        return (a >= 0) & (a < n - k) & (x[np.minimum(b + k, n - 1)] - x < x - x[b])
+
+    while (forward := closer_right(a)).any():
+        a = a + forward
+    while (back := (a > 0) & ~closer_right(a - 1)).any():
+        a = a - back
+    return a
+
+
+def _local_linear(
+    x: FloatArray, y: FloatArray, rows: npt.NDArray[np.intp], starts: npt.NDArray[np.intp], k: int
+) -> tuple[FloatArray, FloatArray]:
+    """Tricube-weighted linear fit at ``x[rows]`` over the windows ``[starts, starts + k)``: (values, slopes).
+
+    In ``u = (x_j - x_i) / h`` the fit ``b0 + b1·u`` solves the 2×2 normal equations of the five weighted
+    sums ``Σw, Σw·u, Σw·u², Σw·y, Σw·u·y``. Rows are done in blocks of about :data:`_BLOCK` numbers.
+    """
+    values = np.empty(len(rows))
+    slopes = np.empty(len(rows))
+    offsets = np.arange(k)
+    step = max(1, _BLOCK // k)
+    for b in range(0, len(rows), step):
+        xr, a = x[rows[b : b + step]], starts[b : b + step]
+        idx = a[:, None] + offsets
+        d = x[idx] - xr[:, None]
+        h = np.maximum(x[a + (k - 1)] - xr, xr - x[a]) * (1.0 + 1.0 / k)  # the farthest point of the window
+        u = d / h[:, None]
+        t = np.abs(u)
+        t = 1.0 - t * t * t
+        w = t * t * t
+        wu = w * u
+        yw = y[idx]
+        s0, s1, s2 = w.sum(axis=1), wu.sum(axis=1), (wu * u).sum(axis=1)
+        t0, t1 = (w * yw).sum(axis=1), (wu * yw).sum(axis=1)
+        det = s0 * s2 - s1 * s1
+        values[b : b + step] = (s2 * t0 - s1 * t1) / det
+        slopes[b : b + step] = (s0 * t1 - s1 * t0) / (det * h)
+    return values, slopes
 
 
 def _loess(x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Zero-phase LOESS of y over x: (smoothed values, slopes dy/dx).
 
-    A weighted local polynomial fit at every point over its k nearest neighbours in x, tricube weights.
+    A tricube-weighted linear fit at every point over its k nearest neighbours in x. On an equally spaced
+    x (an exponential ladder) the interior windows are all the same symmetric stencil, so there the fit is
+    two correlations with fixed kernels (``Σw·u = 0``); the ends, and unequal spacings, are fitted point by
+    point. The two agree to within :data:`_EVEN_SPACING` of the loss range (about 1e-13 on a computed
+    exponential ladder).
     """
     n = len(x)
     k = max(MIN_SPAN_POINTS, round(SPAN_FRACTION * n))
     k = min(k | 1, n)  # odd, so the interior window is symmetric
-    idx = _knn_starts(x, k)[:, None] + np.arange(k)[None, :]
-    d = x[idx] - x[:, None]
-    h = np.max(np.abs(d), axis=1) * (1.0 + 1.0 / k)
-    u = d / h[:, None]
-    weights = (1.0 - np.abs(u) ** 3) ** 3
-    design = np.stack([u**p for p in range(LOESS_DEGREE + 1)], axis=2)  # (n, k, degree+1)
-    weighted = design * weights[:, :, None]
-    gram = np.einsum("nki,nkj->nij", weighted, design)
-    rhs = np.einsum("nki,nk->ni", weighted, y[idx])
-    beta = np.linalg.solve(gram, rhs[:, :, None])[:, :, 0]
-    return beta[:, 0], beta[:, 1] / h
+    half = k // 2
+    gap = (x[-1] - x[0]) / (n - 1)
+    if n - 2 * half > 2 and float(np.max(np.abs(np.diff(x) - gap))) <= _EVEN_SPACING * gap:
+        # Equal gaps: the k nearest points are i - half .. i + half, clipped to the ends (exactly what
+        # _window_starts finds, as the competing distances differ by a whole gap).
+        u = np.arange(-half, half + 1) / (half * (1.0 + 1.0 / k))
+        t = 1.0 - np.abs(u) ** 3
+        w = t * t * t
+        s = np.empty(n)
+        slope = np.empty(n)
+        s[half : n - half] = np.correlate(y, w, "valid") / w.sum()
+        slope[half : n - half] = np.correlate(y, w * u, "valid") / (
+            np.sum(w * u * u) * half * gap * (1.0 + 1.0 / k)
+        )
+        ends = np.concatenate([np.arange(half), np.arange(n - half, n)])
+        s[ends], slope[ends] = _local_linear(x, y, ends, np.clip(ends - half, 0, n - k), k)
+        return s, slope
+    return _local_linear(x, y, np.arange(n), _window_starts(x, k), k)
 
 
 @dataclass(frozen=True)
@@ -292,10 +391,19 @@ class _Curve:
 def _prepare(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> _Curve:
     x, y, total = _finite_prefix(lrs, losses)
     i0 = _trim_start(len(y))
-    n_fit = _tail_start(y, _running_median(y), i0)
+    rough = _running_median(y)
+    n_fit = _tail_start(y, rough, i0)
     fit = y[:n_fit]
-    s, slope = _loess(x[:n_fit], _despike(fit, _running_median(fit)))
+    s, slope = _loess(x[:n_fit], _despike(fit, rough if n_fit == len(y) else _running_median(fit, rough)))
     return _Curve(x=x, y=y, s=s, slope=slope, i0=i0, n_fit=n_fit, total=total)
+
+
+def _smoothed(c: _Curve) -> FloatArray:
+    """The smoothed loss as long as the input: raw in the blow-up tail, NaN past the finite prefix."""
+    out = np.full(c.total, np.nan)
+    out[: c.n_fit] = c.s
+    out[c.n_fit : len(c.y)] = c.y[c.n_fit :]
+    return out
 
 
 def smooth(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> FloatArray:
@@ -323,11 +431,7 @@ def smooth(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> FloatArray:
         >>> bool(np.allclose(out, np.linspace(3.0, 1.0, 50)))
         True
     """
-    c = _prepare(lrs, losses)
-    out = np.full(c.total, np.nan)
-    out[: c.n_fit] = c.s
-    out[c.n_fit : len(c.y)] = c.y[c.n_fit :]
-    return out
+    return _smoothed(_prepare(lrs, losses))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -345,14 +449,14 @@ def _parabolic_vertex(x: FloatArray, v: FloatArray, i: int, lo: int, hi: int) ->
     b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / denom
     if a == 0:
         return float(x1)
-    return float(np.clip(-b / (2 * a), x0, x2))
+    return float(min(max(-b / (2 * a), x0), x2))
 
 
 def _crossing(x: FloatArray, v: FloatArray, i: int, j: int, level: float) -> float:
     """x where v crosses level between indices i and j (linear interpolation)."""
     if v[j] == v[i]:
         return float(x[i])
-    t = float(np.clip((level - v[i]) / (v[j] - v[i]), 0.0, 1.0))
+    t = float(min(max((level - v[i]) / (v[j] - v[i]), 0.0), 1.0))
     return float(x[i] + t * (x[j] - x[i]))
 
 
@@ -362,24 +466,31 @@ def _runs(mask: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1, strict=True))
 
 
+def _run_around(mask: npt.NDArray[np.bool_], i: int, lo: int, hi: int) -> tuple[int, int]:
+    """First and last index of the run of True in ``mask[lo:hi]`` that holds ``i`` (``mask[i]`` is True)."""
+    left = np.flatnonzero(~mask[lo:i])
+    right = np.flatnonzero(~mask[i + 1 : hi])
+    return (lo + int(left[-1]) + 1 if len(left) else lo), (i + int(right[0]) if len(right) else hi - 1)
+
+
 def combine_estimates(log_estimates: Mapping[str, float]) -> float:
     """Combine the estimators' log10 learning rates into the suggestion (log10), before clipping to bounds.
 
     ``descent`` = mean(steepest, valley), or, when they disagree by more than :data:`DISAGREEMENT_DECADES`
     (one of them was fooled by noise), the median of steepest, valley and minimum/10. The suggestion lies
-    :data:`SUGGEST_POSITION` of the way from ``descent`` to ``minimum`` (0.5: their log-midpoint), between
-    the steepest point and the minimum, where the best constant learning rate usually lies.
+    :data:`SUGGEST_POSITION` (3/4) of the way from ``descent`` to ``minimum``: the best constant learning
+    rate usually lies near the minimum, and the step back keeps a margin below where training breaks down.
 
     Example:
         >>> est = {"steepest": -3.0, "valley": -3.0, "minimum": -1.0, "minimum_div10": -2.0}
         >>> combine_estimates(est)
-        -2.0
+        -1.5
     """
     steepest, valley = log_estimates["steepest"], log_estimates["valley"]
     if abs(steepest - valley) <= DISAGREEMENT_DECADES:
         descent = 0.5 * (steepest + valley)
     else:
-        descent = float(np.median([steepest, valley, log_estimates["minimum_div10"]]))
+        descent = sorted([steepest, valley, log_estimates["minimum_div10"]])[1]
     return descent + SUGGEST_POSITION * (log_estimates["minimum"] - descent)
 
 
@@ -407,7 +518,11 @@ def suggest(lrs: npt.ArrayLike, losses: npt.ArrayLike, *, diverged: bool) -> Sug
         UsageError: Mismatched lengths, fewer than :data:`MIN_POINTS` finite points, or a ladder that is not
             positive and increasing.
     """
-    c = _prepare(lrs, losses)
+    return _suggest_curve(_prepare(lrs, losses), diverged=diverged)
+
+
+def _suggest_curve(c: _Curve, *, diverged: bool) -> Suggestion:
+    """:func:`suggest` on a prepared curve."""
     x, y, s, slope, i0 = c.x, c.y, c.s, c.slope, c.i0
 
     i_min = i0 + int(np.argmin(s[i0:]))
@@ -431,9 +546,7 @@ def suggest(lrs: npt.ArrayLike, losses: npt.ArrayLike, *, diverged: bool) -> Sug
         x_v = 0.5 * (float(x[i0 + first]) + float(x[i0 + last]))
         # lr_low: going left from the steepest point, where the descent reaches LOW_SLOPE_FRACTION.
         thr_low = LOW_SLOPE_FRACTION * steep
-        j = i_s
-        while j - 1 >= i0 and slope[j - 1] <= thr_low:
-            j -= 1
+        j, _ = _run_around(slope <= thr_low, i_s, i0, i_s + 1)
         x_low = _crossing(x, slope, j, j - 1, thr_low) if j > i0 else float(x[j])
     else:  # no descent at all: the loss only rises (or the minimum is the first usable point)
         x_s = x_v = x_low = float(x[i_min])
@@ -441,18 +554,14 @@ def suggest(lrs: npt.ArrayLike, losses: npt.ArrayLike, *, diverged: bool) -> Sug
     # lr_high is where the curve enters it (the loss has done nearly all of its improving); the minimum is
     # its log-midpoint, which a flat, noisy bottom cannot move as much as the argmin.
     level = float(s[i_min]) + BOTTOM_FRACTION * drop
-    a, b = i_min, i_min
-    while a - 1 >= i0 and s[a - 1] <= level:
-        a -= 1
-    while b + 1 < i_end and s[b + 1] <= level:
-        b += 1
-    x_high = _crossing(x, s, a, a - 1, level) if a > i0 else float(x[a])
+    a, b = _run_around(s <= level, i_min, i0, i_end)
+    x_left = _crossing(x, s, a, a - 1, level) if a > i0 else float(x[a])
     x_right = _crossing(x, s, b, b + 1, level) if b + 1 < i_end else float(x[b])
-    x_m = 0.5 * (x_high + x_right)
+    x_m = 0.5 * (x_left + x_right)
 
     log_est = {"steepest": x_s, "valley": x_v, "minimum": x_m, "minimum_div10": x_m - 1.0}
-    x_high = max(x_high, min(x_m - HIGH_MARGIN_DECADES, float(x[i_min])), x_s)
-    x_sugg = float(np.clip(combine_estimates(log_est), x_low, x_high))
+    x_high = max(min(x_right, x_m + HIGH_DECADES), x_s)
+    x_sugg = min(max(combine_estimates(log_est), x_low), x_high)
     x_low = min(max(x_low, x_high - LOW_MAX_DECADES), x_sugg)
 
     flags = set()
@@ -522,17 +631,24 @@ def consensus(lrs: npt.ArrayLike, curves: Sequence[npt.ArrayLike], *, diverged: 
             f"the median curve has {m} points (at least half of the {len(curves)} repeats must still be "
             f"running), at least {MIN_POINTS} are needed; run longer sweeps or start from a lower LR"
         )
-    median = np.asarray(np.nanmedian(stacked[:, :m], axis=0), dtype=np.float64)
+    # Elementwise median of the repeats still running (NaN sorts last): the middle one or two of each column.
+    ordered = np.sort(stacked[:, :m], axis=0)
+    count, col = running[:m], np.arange(m)
+    median = (ordered[(count - 1) // 2, col] + ordered[count // 2, col]) / 2
     median_diverged = 2 * sum(bool(d) for d in diverged) >= len(curves)
-    base = suggest(ladder[:m], median, diverged=median_diverged)
+    prepared = _prepare(ladder[:m], median)
+    base = _suggest_curve(prepared, diverged=median_diverged)
 
     per_repeat: list[Suggestion] = []
-    for r, (curve, div) in enumerate(zip(curves, diverged, strict=True)):
-        c = np.asarray(curve, dtype=np.float64)
-        try:
-            per_repeat.append(suggest(ladder[: len(c)], c, diverged=bool(div)))
-        except UsageError as err:
-            logger.warning("repeat %d left out of the spread: %s", r, err)
+    if len(curves) == 1:  # the median curve is the curve's finite prefix
+        per_repeat.append(base)
+    else:
+        for r, (curve, div) in enumerate(zip(curves, diverged, strict=True)):
+            c = np.asarray(curve, dtype=np.float64)
+            try:
+                per_repeat.append(suggest(ladder[: len(c)], c, diverged=bool(div)))
+            except UsageError as err:
+                logger.warning("repeat %d left out of the spread: %s", r, err)
     spread: float | None = None
     if len(per_repeat) >= 2:
         logs = np.log10([p.suggested_lr for p in per_repeat])
@@ -543,5 +659,9 @@ def consensus(lrs: npt.ArrayLike, curves: Sequence[npt.ArrayLike], *, diverged: 
     flag_tuple = tuple(sorted(flags))
     suggestion = replace(base, flags=flag_tuple, confidence=confidence_from(flag_tuple, spread))
     return Consensus(
-        suggestion=suggestion, median_losses=median, per_repeat=tuple(per_repeat), spread_decades=spread
+        suggestion=suggestion,
+        median_losses=median,
+        per_repeat=tuple(per_repeat),
+        spread_decades=spread,
+        smoothed_losses=_smoothed(prepared),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -26,6 +27,26 @@ def ladder(n: int = 200) -> tuple[np.ndarray, np.ndarray]:
 def clean_minimum() -> float:
     grid = np.linspace(-7, 1, 80001)
     return float(grid[np.argmin(descent(grid))])
+
+
+def clean_band(curve: Callable[[np.ndarray], np.ndarray] = descent) -> tuple[float, float]:
+    """log10 LRs where the noise-free curve enters and leaves its bottom band (BOTTOM_FRACTION of the drop)."""
+    grid = np.linspace(-7, 1, 80001)
+    v = curve(grid)
+    i = int(np.argmin(v))
+    level = v[i] + sg.BOTTOM_FRACTION * (np.max(v[: i + 1]) - v[i])
+    return float(grid[: i + 1][v[: i + 1] > level][-1]), float(grid[i:][v[i:] > level][0])
+
+
+def clean_high(curve: Callable[[np.ndarray], np.ndarray] = descent) -> float:
+    """The calibrated lr_high of the noise-free curve: band midpoint + HIGH_DECADES, at most the band's exit."""
+    left, right = clean_band(curve)
+    return min(right, 0.5 * (left + right) + sg.HIGH_DECADES)
+
+
+def clean_suggestion() -> float:
+    """The calibrated suggestion of the noise-free curve: SUGGEST_POSITION of the way from X0 to the minimum."""
+    return X0 + sg.SUGGEST_POSITION * (clean_minimum() - X0)
 
 
 def noisy(seed: int, sd: float = 0.2, n: int = 200, **kw: float) -> tuple[np.ndarray, np.ndarray]:
@@ -62,11 +83,16 @@ def test_clean_sigmoid_estimates_and_bounds() -> None:
     assert abs(est["minimum"] - clean_minimum()) <= 0.1
     assert est["minimum_div10"] == pytest.approx(est["minimum"] - 1.0, abs=1e-12)
     low, sugg, high = log(s.lr_low), log(s.suggested_lr), log(s.lr_high)
-    assert low < est["steepest"] < sugg < high < est["minimum"]
-    assert sugg == pytest.approx(0.5 * (0.5 * (est["steepest"] + est["valley"]) + est["minimum"]), abs=1e-12)
-    assert abs(sugg - 0.5 * (X0 + clean_minimum())) <= 0.1
-    assert clean_minimum() - 0.3 < high < clean_minimum()
-    assert high - low <= sg.LOW_MAX_DECADES + 1e-12
+    assert est["steepest"] < sugg < est["minimum"] < high and low < sugg
+    descent_x = 0.5 * (est["steepest"] + est["valley"])
+    assert sugg == pytest.approx(descent_x + sg.SUGGEST_POSITION * (est["minimum"] - descent_x), abs=1e-12)
+    assert abs(sugg - clean_suggestion()) <= 0.1
+    # lr_high: HIGH_DECADES above the minimum (the band's exit is further right on this curve).
+    assert high == pytest.approx(est["minimum"] + sg.HIGH_DECADES, abs=1e-12)
+    assert abs(high - clean_high()) <= 0.05 and clean_high() < clean_band()[1]
+    # The descent starts over 3 decades below lr_high (the slope is 20% of its peak at -3 - 0.7·acosh(√5)):
+    # the range is cut to LOW_MAX_DECADES.
+    assert high - low == pytest.approx(sg.LOW_MAX_DECADES, abs=1e-12)
     assert s.flags == () and s.confidence == "high"
     assert s.method == sg.METHOD
 
@@ -88,10 +114,29 @@ def test_noisy_sigmoid_over_seeds() -> None:
     assert np.median(np.abs(steep_a - X0)) <= 0.2
     assert q75 - q25 <= 0.3
     s25, s75 = np.percentile(sugg_a, [25, 75])
-    assert abs(np.median(sugg_a) - 0.5 * (X0 + clean_minimum())) <= 0.1
+    assert abs(np.median(sugg_a) - clean_suggestion()) <= 0.1
     assert s75 - s25 <= 0.2
     h25, h50, h75 = np.percentile(high, [25, 50, 75])
-    assert abs(h50 - (clean_minimum() - sg.HIGH_MARGIN_DECADES)) <= 0.15 and h75 - h25 <= 0.3
+    assert abs(h50 - clean_high()) <= 0.15 and h75 - h25 <= 0.3
+
+
+def test_high_bound_stops_where_the_loss_rises_again() -> None:
+    """A narrow bottom: lr_high is where the loss leaves it, well short of HIGH_DECADES above the minimum."""
+    lrs, x = ladder()
+
+    def narrow(v: np.ndarray) -> np.ndarray:  # steepest at -2, a sharp rise from about -1.5
+        return 2.3 - 2.0 / (1.0 + np.exp(-(v + 2.0) / 0.1)) + 0.1 * np.exp(10.0 * (v + 1.5))
+
+    left, right = clean_band(narrow)
+    assert right < 0.5 * (left + right) + sg.HIGH_DECADES - 0.1  # the band's exit is the binding limit
+    s = sg.suggest(lrs, narrow(x), diverged=True)
+    low, minimum, high = log(s.lr_low), log(s.estimates["minimum"]), log(s.lr_high)
+    assert right - 0.15 <= high <= right + 0.02  # smoothing can only bring the sharp rise forward
+    assert minimum < high < minimum + sg.HIGH_DECADES - 0.1
+    # lr_low is the onset of the descent: the sigmoid's slope is 20% of its peak at -2 - 0.1·2·acosh(√5).
+    onset = -2.0 - 0.2 * np.arccosh(np.sqrt(5.0))
+    assert onset - 0.15 <= low <= onset and high - low < sg.LOW_MAX_DECADES
+    assert low < log(s.suggested_lr) < minimum
 
 
 def test_loss_spikes_are_ignored() -> None:
@@ -210,6 +255,53 @@ def test_smooth_is_zero_phase_and_exact_on_lines() -> None:
     assert np.allclose(sg.smooth(lrs, line), line, rtol=0, atol=1e-9)
 
 
+def reference_loess(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Textbook LOESS, point by point: a tricube-weighted least-squares line over the k nearest points."""
+    n = len(x)
+    k = min(max(sg.MIN_SPAN_POINTS, round(sg.SPAN_FRACTION * n)) | 1, n)
+    values, slopes = np.empty(n), np.empty(n)
+    a = 0
+    for i in range(n):
+        while a + k < n and x[a + k] - x[i] < x[i] - x[a]:  # slide while that brings the window closer
+            a += 1
+        d = x[a : a + k] - x[i]
+        w = np.sqrt((1.0 - np.abs(d / (np.max(np.abs(d)) * (1.0 + 1.0 / k))) ** 3) ** 3)
+        fit = np.linalg.lstsq(np.stack([w, w * d], axis=1), w * y[a : a + k], rcond=None)[0]
+        values[i], slopes[i] = fit
+    return values, slopes
+
+
+def reference_running_median(y: np.ndarray) -> np.ndarray:
+    w = max(3, round(sg.MEDIAN_FRACTION * len(y)) | 1)
+    padded = np.concatenate([np.full(w // 2, np.nan), y, np.full(w // 2, np.nan)])
+    return np.nanmedian(np.lib.stride_tricks.sliding_window_view(padded, w), axis=1)
+
+
+@pytest.mark.parametrize("spacing", ["exp", "linear", "random"])
+def test_fast_smoothing_matches_the_textbook_definition(spacing: str) -> None:
+    """Equal gaps take the correlation path, others the point-by-point one; both are the same LOESS."""
+    rng = np.random.default_rng(["exp", "linear", "random"].index(spacing))
+    for n in (10, 37, 200, 1001):
+        if spacing == "exp":
+            lrs = 1e-7 * 1e8 ** (np.arange(n) / (n - 1))
+        elif spacing == "linear":
+            lrs = np.linspace(1e-3, 1.0, n)
+        else:
+            lrs = np.sort(10 ** rng.uniform(-7, 1, n))
+        x = np.log10(lrs)
+        y = 50.0 + rng.normal(0, 1, n).cumsum() * 10 ** rng.uniform(-2, 2)
+        y[rng.choice(n, 3)] += 40.0
+        fast, slope = sg._loess(x, y)
+        ref, ref_slope = reference_loess(x, y)
+        scale = np.ptp(y)
+        assert np.max(np.abs(fast - ref)) <= 1e-9 * scale
+        assert np.max(np.abs(slope - ref_slope)) <= 1e-9 * np.max(np.abs(ref_slope))
+        rough = sg._running_median(y)
+        assert np.array_equal(rough, reference_running_median(y))
+        for m in (n - 1, n // 2 + 5):  # a prefix reuses the longer curve's medians
+            assert np.array_equal(sg._running_median(y[:m], rough), reference_running_median(y[:m]))
+
+
 def test_steepest_is_accurate_for_short_and_long_sweeps() -> None:
     """The window is a fraction of the points, so 100 or 400 points over the same decades agree."""
     for n in (100, 400):
@@ -250,10 +342,11 @@ def test_to_dict_is_json_ready() -> None:
 
 def test_combine_estimates() -> None:
     est = {"steepest": -3.2, "valley": -2.8, "minimum": -1.0, "minimum_div10": -2.0}
-    assert sg.combine_estimates(est) == pytest.approx(-2.0)  # midpoint of descent (-3) and minimum (-1)
+    # SUGGEST_POSITION (3/4) of the way from the descent (-3) to the minimum (-1).
+    assert sg.combine_estimates(est) == pytest.approx(-3.0 + 0.75 * 2.0)
     # steepest and valley disagree by more than DISAGREEMENT_DECADES: minimum/10 breaks the tie.
     est = {"steepest": -5.0, "valley": -3.5, "minimum": -1.0, "minimum_div10": -2.0}
-    assert sg.combine_estimates(est) == pytest.approx(0.5 * (-3.5 - 1.0))
+    assert sg.combine_estimates(est) == pytest.approx(-3.5 + 0.75 * 2.5)
 
 
 def test_confidence_from_flags_and_spread() -> None:
@@ -280,6 +373,7 @@ def test_consensus_of_one_curve_equals_suggest() -> None:
     assert c.spread_decades is None
     assert len(c.per_repeat) == 1 and c.per_repeat[0] == c.suggestion
     assert np.array_equal(c.median_losses, y[:190])
+    assert np.array_equal(c.smoothed_losses, sg.smooth(lrs, y)[:190])
 
 
 def test_consensus_median_of_shifted_prefixes() -> None:
@@ -291,6 +385,7 @@ def test_consensus_median_of_shifted_prefixes() -> None:
     assert np.allclose(c.median_losses[:120], base[:120] + 1.0)
     assert np.allclose(c.median_losses[120:160], base[120:160] + 0.5)
     alone = sg.suggest(lrs[:160], c.median_losses, diverged=True)
+    assert np.array_equal(c.smoothed_losses, sg.smooth(lrs[:160], c.median_losses))
     for attr in ("suggested_lr", "lr_low", "lr_high", "estimates"):
         assert getattr(c.suggestion, attr) == getattr(alone, attr)
     # The repeat cut at 120 stopped mid-descent: the repeats disagree.
@@ -326,6 +421,7 @@ def test_consensus_flags_unstable_repeats() -> None:
     assert all("unstable" not in p.flags for p in c.per_repeat)
     d = json.loads(json.dumps(c.to_dict()))
     assert d["spread_decades"] == c.spread_decades and len(d["per_repeat"]) == 3
+    assert d["smoothed_losses"] == c.smoothed_losses.tolist() and len(d["median_losses"]) == 200
 
 
 def test_consensus_skips_unusable_repeat() -> None:

@@ -28,7 +28,7 @@ from lrtune.finder.rng import _reseed
 from lrtune.finder.settings import _DEFAULTS, SweepSettings
 from lrtune.finder.snapshot import _Snapshot
 from lrtune.finder.sweep import _Sweep, _Sweeper, _val_steps
-from lrtune.suggest import MIN_POINTS, consensus, smooth
+from lrtune.suggest import MIN_POINTS, consensus
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ class LRFinder:
             lr_low=s.lr_low,
             lr_high=s.lr_high,
             lrs=_floats(lrs),
-            losses=_floats(smooth(lrs, main.median_losses)),
+            losses=_floats(main.smoothed_losses),
             diverged=2 * sum(diverged) >= len(diverged),
             num_iter=cfg.num_iter,
             repeats=cfg.repeats,
@@ -267,7 +267,7 @@ class LRFinder:
             diverged_repeats=tuple(diverged),
             loss_source="val" if is_val else "train",
             train_lrs=_floats(train_lrs) if is_val else None,
-            train_losses=_floats(smooth(train_lrs, train.median_losses)) if is_val else None,
+            train_losses=_floats(train.smoothed_losses) if is_val else None,
             train_raw_losses=_floats(train.median_losses) if is_val else None,
             settings=settings,
             seconds=seconds,
