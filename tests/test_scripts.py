@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import runpy
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -123,6 +125,112 @@ def test_check_suggestions_prints_regret_per_task_and_saves_the_plot(tmp_path: P
     ],
 )
 def test_scripts_reject_bad_arguments_with_exit_code_2(
+    script: Path, args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts the checkout on sys.path
+    namespace = runpy.run_path(str(script), run_name=script.stem)
+    with pytest.raises(SystemExit) as exc:
+        namespace["parse_args"](args)
+    assert exc.value.code == 2
+    assert "error:" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        namespace["parse_args"](["--help"])
+    assert exc.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- compare_strategies, bench_study_overhead
+
+COMPARE = SCRIPTS / "compare_strategies.py"
+BENCH_STUDY = SCRIPTS / "bench_study_overhead.py"
+MEAN_STD = r"(\d\.\d{4}) ± (\d\.\d{4}) \((\d\.\d{4})-(\d\.\d{4})\)"
+
+
+def test_compare_strategies_trains_every_strategy_on_the_same_fresh_seeds(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    args = [str(COMPARE), "--n-trials", "3", "--studies", "1", "--seeds", "2", "--epochs", "2"]
+    args += ["--plot", "c.png", "--work-dir", str(work)]
+    proc = run(args, tmp_path, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "torch threads 1" in out
+    assert "fresh seeds 1000..1001 (2)" in out
+    for name in ("fixed LR", "exp decay", "Adam", r"lrtune \(study seed 0\)", r"finder LR \(seed 0\)"):
+        match = re.search(rf"^{name}\s+{MEAN_STD}\s+{MEAN_STD}\s+\d+\.\d$", out, re.M)
+        assert match, (name, out)
+        acc_mean, _std, acc_lo, acc_hi = (float(v) for v in match.groups()[:4])
+        assert 0.0 <= acc_lo <= acc_mean <= acc_hi <= 1.0
+    assert re.search(r"exp decay check: .* = \d\.\de[+-]\d+\s+OK$", out, re.M)
+    best = json.loads((work / "best-seed0.json").read_text())
+    assert best["epochs"] == 2 and best["batch_size"] == 64
+    assert (
+        f"{best['schedule']['type']}: base_lr {best['schedule']['base_lr']:.3g}" in out
+    )  # what was retrained
+    assert re.search(r"study seed 0: 3 trials \(.*\); \d+ epochs trained", out)
+    assert re.search(r"^  study seed 0: (PASS|MISS)$", out, re.M)
+    assert re.search(r"^summary: [01]/1 studies PASS$", out, re.M)
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "work"]  # the study wrote only into work/
+
+
+def test_compare_strategies_rejects_a_task_without_data(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    namespace = runpy.run_path(str(COMPARE), run_name=COMPARE.stem)
+    code = namespace["main"](["--task", "fashion-mnist", "--data-dir", str(tmp_path)])
+    assert code == 2
+    assert "error: Fashion-MNIST is not in" in capsys.readouterr().err
+
+
+def test_bench_study_overhead_times_equal_trials_through_the_real_study_engine(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    args = [str(BENCH_STUDY), "--width", "16", "--epochs", "2", "--pairs", "2", "--profile-trials", "1"]
+    args += ["--end-to-end", "1", "--work-dir", str(work)]
+    proc = run(args, tmp_path, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "torch threads 1" in out
+    assert "equal work: the same plan in 2/2 rounds, the same objective value in 2/2" in out
+    for name in (r"bare Optuna \(in memory\)", r"lrtune \(SQLite \+ MLflow\)"):
+        row = re.search(rf"^{name}\s+2\s+(\d+\.\d+)\s+\S+\s+(\d+\.\d+)\s+(-?\d+\.\d+)$", out, re.M)
+        assert row, (name, out)
+        seconds, training, _bookkeeping = (float(v) for v in row.groups())
+        assert 0 < training <= seconds
+    assert re.search(
+        r"SQLite write transactions per lrtune trial \(median\): lrtune\.db \d+, mlflow\.db \d+", out
+    )
+    # The bookkeeping calls were timed in every trial: lrtune logs and reports each epoch, the bare loop reports.
+    assert re.search(r"^  MLflow: log_epoch, every epoch\s+\d+\.\d\s+0\.0\s+2$", out, re.M)
+    assert re.search(r"^  Optuna: trial\.report, every epoch\s+\d+\.\d\s+\d+\.\d\s+2$", out, re.M)
+    assert re.search(r"^cross-check, .*same plans: yes", out, re.M)
+    assert re.search(r"^goal: .* <= 5 % of a 2-second trial: -?\d+ ms = -?\d+\.\d %  (PASS|MISS)$", out, re.M)
+    # lrtune's side logged through the real tracker: a parent run and one child per trial, with per-step lr.
+    with sqlite3.connect(work / "engine" / "mlflow.db") as db:
+        runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        lrs = db.execute("SELECT COUNT(*) FROM metrics WHERE key = 'lr'").fetchone()[0]
+    trials = 1 + 2 + 1  # warm-up, rounds, profiled
+    assert runs == 1 + trials
+    assert lrs == trials * 2 * 23  # 2 epochs × 23 steps each
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+
+
+@pytest.mark.parametrize(
+    ("script", "args"),
+    [
+        (COMPARE, ["--seeds", "0"]),
+        (COMPARE, ["--studies", "0"]),
+        (COMPARE, ["--seed-base", "5"]),  # the study trains with seeds 0..30
+        (COMPARE, ["--study-file", "no-such-study.yaml"]),
+        (BENCH_STUDY, ["--pairs", "0"]),
+        (BENCH_STUDY, ["--pairs", "3", "--end-to-end", "4"]),
+        (BENCH_STUDY, ["--trial-seconds", "0"]),
+        (BENCH_STUDY, ["--pruner", "bogus"]),
+    ],
+)
+def test_study_scripts_reject_bad_arguments_with_exit_code_2(
     script: Path, args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts the checkout on sys.path
