@@ -226,10 +226,25 @@ def test_unknown_override_is_named() -> None:
         build_config(None, {"trials": 3})
 
 
-@pytest.mark.skipif(importlib.util.find_spec("cmaes") is not None, reason="cmaes is installed")
-def test_cmaes_without_its_package_says_how_to_install_it() -> None:
+def test_cmaes_without_its_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "cmaes" else real_find_spec(name, *a)
+    )
     with pytest.raises(UsageError, match="pip install cmaes"):
         StudyConfig(sampler="cmaes")
+
+
+def test_cmaes_sampler_runs_a_mixed_space() -> None:
+    study = optuna.create_study(sampler=make_sampler("cmaes", seed=0))
+
+    def objective(trial: optuna.Trial) -> float:
+        kind = trial.suggest_categorical("schedule", ["a", "b"])
+        x = trial.suggest_float("base_lr", 1e-3, 1.0, log=True)
+        return (x - 0.1) ** 2 + (0.0 if kind == "a" else 0.01)
+
+    study.optimize(objective, n_trials=6)
+    assert len(study.trials) == 6 and study.best_value < 1.0
 
 
 def test_sampler_factories() -> None:
