@@ -7,7 +7,7 @@ import json
 import logging
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lrtune.finder.amp as finder_amp
+import lrtune.finder.batches as finder_batches
 import lrtune.finder.core as finder_core
 import lrtune.finder.monitor as finder_monitor
 import lrtune.finder.sweep as finder_sweep
@@ -380,19 +381,42 @@ def reference_stop(raw: np.ndarray, beta: float = 0.98, k: float = 1.0) -> int |
     return None
 
 
-def monitor_stop(raw: np.ndarray, chunk: int) -> int | None:
-    monitor = finder_monitor._Monitor(len(raw), torch.device("cpu"), beta=0.98, threshold=1.0, chunk=chunk)
-    for i, v in enumerate(raw):
-        monitor.record(i, torch.tensor(v, dtype=torch.float32))
-        if (i + 1) % chunk == 0 or i == len(raw) - 1:
-            stop = finder_monitor._fetch(monitor.check(i + 1))[0]
-            if stop < len(raw):
-                return stop
-    return None
+def make_monitor(kind: str, n: int) -> finder_monitor._Monitor:
+    """A monitor of each strategy; the device one runs on CPU tensors (lagged like on CUDA, or not)."""
+    if kind == "host":
+        return finder_monitor._HostMonitor(n, beta=0.98, threshold=1.0)
+    device = torch.device("cpu")
+    return finder_monitor._DeviceMonitor(n, device, beta=0.98, threshold=1.0, lagged=kind == "lagged")
 
 
+MONITORS = ("host", "device", "lagged")
+
+
+def run_monitor(raw: np.ndarray, chunk: int, kind: str) -> tuple[int | None, int, np.ndarray]:
+    """Feed ``raw`` like a sweep that stops on divergence: (stop step, updates run, recorded losses)."""
+    n = len(raw)
+    monitor = make_monitor(kind, n)
+    stop = (n, n)
+    i = 0
+    while i < n:
+        loss = torch.tensor(raw[i], dtype=torch.float64, requires_grad=True) * 1.0  # like a real loss
+        monitor.record(i, loss)
+        i += 1
+        if i % chunk == 0 or i == n:
+            stop = monitor.poll(i, last=i == n)
+            if stop[0] < n:
+                break
+    keep = min(i, stop[1], stop[0] + 1)
+    return (stop[0] if stop[0] < n else None), i, monitor.losses(keep)
+
+
+def monitor_stop(raw: np.ndarray, chunk: int, kind: str = "host") -> int | None:
+    return run_monitor(raw, chunk, kind)[0]
+
+
+@pytest.mark.parametrize("kind", MONITORS)
 @pytest.mark.parametrize("seed", range(6))
-def test_device_monitor_matches_the_scalar_rule_and_ignores_shift_and_scale(seed: int) -> None:
+def test_monitor_matches_the_scalar_rule_and_ignores_shift_and_scale(seed: int, kind: str) -> None:
     rng = np.random.default_rng(seed)
     x = np.linspace(-7, 1, 120)
     clean = 2.3 - 2.0 / (1 + np.exp(-(x + 3) / 0.35)) + 0.02 * np.exp(6 * (x + 0.7))
@@ -402,9 +426,48 @@ def test_device_monitor_matches_the_scalar_rule_and_ignores_shift_and_scale(seed
     expected = reference_stop(raw)
     assert expected is not None
     for chunk in (1, 7, 10):
-        assert monitor_stop(raw, chunk) == expected
-    assert monitor_stop(3.0 * raw - 50.0, 10) == expected  # negative losses: same decision
-    assert monitor_stop(np.full(120, -4.0) + rng.normal(0, 0.1, 120), 10) is None  # flat noise: no divergence
+        assert monitor_stop(raw, chunk, kind) == expected
+    assert monitor_stop(3.0 * raw - 50.0, 10, kind) == expected  # negative losses: same decision
+    flat = np.full(120, -4.0) + rng.normal(0, 0.1, 120)
+    assert monitor_stop(flat, 10, kind) is None  # flat noise: no divergence
+
+
+def loss_sequences() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    x = np.linspace(-7, 1, 150)
+    dip = 2.3 - 2.0 / (1 + np.exp(-(x + 3) / 0.35)) + 0.02 * np.exp(6 * (x + 0.7)) + rng.normal(0, 0.05, 150)
+    nan_mid = dip.copy()
+    nan_mid[40] = math.nan
+    inf_early = dip.copy()
+    inf_early[3] = math.inf
+    blow_up = np.concatenate([np.linspace(1.0, 0.5, 60), 0.5 * 10.0 ** np.arange(1, 30)])
+    return {
+        "dip then rise": dip,
+        "negative": 4.0 * dip - 30.0,
+        "nan in the middle": nan_mid,
+        "inf in the warm-in": inf_early,
+        "flat noise": -4.0 + rng.normal(0, 0.1, 150),
+        "blow-up": blow_up,
+        "constant": np.full(150, 0.7),
+    }
+
+
+@pytest.mark.parametrize("name", list(loss_sequences()))
+def test_host_and_device_monitors_stop_at_the_same_step_with_the_same_losses(name: str) -> None:
+    raw = loss_sequences()[name]
+    expected = reference_stop(raw.astype(np.float32).astype(np.float64))
+    for chunk in (1, 10, 25):
+        runs = {kind: run_monitor(raw, chunk, kind) for kind in MONITORS}
+        stops = {kind: r[0] for kind, r in runs.items()}
+        assert stops == dict.fromkeys(MONITORS, expected), chunk
+        host_losses = runs["host"][2]
+        assert host_losses.dtype == np.float64
+        np.testing.assert_array_equal(host_losses, raw[: len(host_losses)].astype(np.float32))
+        for kind in MONITORS:
+            np.testing.assert_array_equal(runs[kind][2], host_losses)  # bit for bit, NaN/inf included
+        if expected is not None and chunk > 1:  # updates run past the stop: up to one poll, two lagged
+            assert runs["host"][1] == runs["device"][1] <= expected + chunk
+            assert runs["lagged"][1] <= expected + 2 * chunk
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -506,39 +569,84 @@ def test_validation_mode_uses_a_fixed_subset_and_reads_the_validation_curve() ->
 # Syncs, AMP, misuse
 
 
-def test_the_host_reads_the_device_once_per_poll(monkeypatch: pytest.MonkeyPatch) -> None:
-    fetches = 0
-    real_fetch = finder_sweep._fetch
+class HostReads:
+    """Counts the tensor → host reads (``item``, ``tolist``, ``float``, ``bool``) made inside the block."""
 
-    def counting_fetch(t: Tensor) -> list[int]:
-        nonlocal fetches
-        fetches += 1
-        return real_fetch(t)
+    NAMES = ("item", "tolist", "__float__", "__bool__")
 
-    syncs = 0
-    originals = {name: getattr(Tensor, name) for name in ("item", "tolist", "__float__", "__bool__")}
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+        self.counts = dict.fromkeys(self.NAMES, 0)
 
-    def counted(name: str) -> Callable[..., Any]:
-        def call(self: Tensor, *args: Any) -> Any:
-            nonlocal syncs
-            syncs += 1
-            return originals[name](self, *args)
+    def __enter__(self) -> HostReads:
+        for name in self.NAMES:
+            original = getattr(Tensor, name)
 
-        return call
+            def call(t: Tensor, *args: Any, _name: str = name, _original: Any = original) -> Any:
+                self.counts[_name] += 1
+                return _original(t, *args)
 
+            self.monkeypatch.setattr(Tensor, name, call)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.monkeypatch.undo()
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[int]:
+    """Wrap ``owner.name`` so that every call is counted in the returned one-element list."""
+    calls = [0]
+    original = getattr(owner, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+def sync_run(monkeypatch: pytest.MonkeyPatch) -> tuple[FinderResult, list[int], HostReads, list[int]]:
+    """A 100-update sweep polled every 25 updates: (result, progress, host reads, rule evaluations)."""
     model, opt, _ = make_setup("sgd", warm=False)
     x, y = regression_data(64)
     progress: list[int] = []
-    monkeypatch.setattr(finder_sweep, "_fetch", counting_fetch)
-    for name in originals:
-        monkeypatch.setattr(Tensor, name, counted(name))
-    LRFinder(model, opt, mse).range_test(
-        batches(x, y, 16), **quiet_range(num_iter=100, poll_every=25), progress=progress.append
-    )
-    monkeypatch.undo()
-    assert fetches == 4
-    assert syncs <= 4 + 2  # the polls, plus nothing per step
+    judged = count_calls(monkeypatch, finder_monitor._DivergenceRule, "feed")
+    with HostReads(monkeypatch) as reads:
+        result = LRFinder(model, opt, mse).range_test(
+            batches(x, y, 16), **quiet_range(num_iter=100, poll_every=25), progress=progress.append
+        )
+    return result, progress, reads, judged
+
+
+def test_on_cpu_each_loss_is_read_once_and_judged_once_per_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    result, progress, reads, judged = sync_run(monkeypatch)
+    assert reads.counts == {"item": 100, "tolist": 0, "__float__": 0, "__bool__": 0}  # one per update, cheap
+    assert judged == [4]
     assert progress == [25, 25, 25, 25]
+    assert len(result.curves[0]) == 100
+
+
+def test_the_device_strategy_copies_to_the_host_once_per_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    expected, _, _, _ = sync_run(monkeypatch)
+    monkeypatch.undo()
+    monitors: list[finder_monitor._DeviceMonitor] = []
+
+    def lagged(num_iter: int, device: torch.device, *, beta: float, threshold: float) -> Any:
+        monitors.append(
+            finder_monitor._DeviceMonitor(num_iter, device, beta=beta, threshold=threshold, lagged=True)
+        )
+        return monitors[-1]
+
+    monkeypatch.setattr(finder_sweep, "_monitor_for", lagged)  # CUDA's strategy, on CPU tensors
+    copies = count_calls(monkeypatch, finder_monitor, "_copy_to_host")
+    result, progress, reads, judged = sync_run(monkeypatch)
+    assert len(monitors) == 1
+    assert copies == [4]  # one transfer per poll
+    assert sum(reads.counts.values()) == 0  # and no other read
+    assert judged == [4]  # each chunk judged once: three a poll late, the last one at the last poll
+    assert progress == [25, 25, 25, 25]
+    assert result.curves == expected.curves and result.suggested_lr == expected.suggested_lr
 
 
 def test_amp_on_cpu_is_ignored_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
@@ -574,6 +682,42 @@ def test_fp16_overflow_skips_do_not_advance_the_sweep(monkeypatch: pytest.Monkey
     assert applied == lr_ladder(1e-6, 1e-3, 30).tolist()  # ... on the same rung
     assert scaler.state_dict() == scaler_state
     assert_unchanged(before, model, opt)
+
+
+def test_batches_on_the_device_pass_through_and_others_are_moved(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, y = regression_data(32)
+    moves = count_calls(monkeypatch, Tensor, "to")
+    on_cpu = finder_batches._Batches([(x, y), [x, y]], torch.device("cpu"))
+    for _ in range(3):  # a tuple, a list, then the loader again
+        inputs, targets = on_cpu.next()
+        assert inputs is x and targets is y
+    assert moves == [0]  # nothing to move, so no .to() call at all
+    nested = finder_batches._Batches([({"a": x}, y)], torch.device("cpu"))
+    inputs, targets = nested.next()
+    assert inputs["a"] is x and targets is y
+    elsewhere = finder_batches._Batches([(x, y), ({"a": x}, [y])], torch.device("meta"))
+    inputs, targets = elsewhere.next()
+    assert inputs.device.type == targets.device.type == "meta" and inputs.shape == x.shape
+    inputs, targets = elsewhere.next()
+    assert inputs["a"].device.type == targets[0].device.type == "meta"
+
+
+def test_the_lr_setter_scales_every_group_and_fills_tensor_lrs_in_place() -> None:
+    params = [nn.Parameter(torch.zeros(2)) for _ in range(3)]
+    lr_tensor = torch.tensor(0.02)
+    groups: list[dict[str, Any]] = [
+        {"params": [params[0]], "lr": 0.01},
+        {"params": [params[1]], "lr": lr_tensor},
+        {"params": [params[2]], "lr": 0.001},
+    ]
+    opt = torch.optim.SGD(groups, lr=0.01)
+    finder_sweep._lr_setter(opt, [1.0, 2.0, 0.1])(0.5)
+    assert opt.param_groups[1]["lr"] is lr_tensor and float(lr_tensor) == 1.0
+    assert [opt.param_groups[0]["lr"], opt.param_groups[2]["lr"]] == [0.5, 0.5 * 0.1]
+    plain_groups: list[dict[str, Any]] = [{"params": [params[0]]}, {"params": [params[1]], "lr": 0.1}]
+    plain = torch.optim.SGD(plain_groups, lr=0.01)
+    finder_sweep._lr_setter(plain, [1.0, 10.0])(0.003)
+    assert [g["lr"] for g in plain.param_groups] == [0.003, 0.003 * 10.0]
 
 
 def test_misuse_is_a_usage_error() -> None:

@@ -8,7 +8,8 @@ Modules (each module's docstring says how its part works):
 
 - ``core``: :class:`LRFinder`, its arguments and the repeats around the sweeps.
 - ``sweep``: one sweep of the ladder (accumulation, param-group ratios, validation points).
-- ``monitor``: the on-device EMA and divergence rule, read back once per poll.
+- ``monitor``: the divergence rule, on the host; losses read per update on CPU, one copy per poll
+  (asynchronous on CUDA) elsewhere, so an accelerator's queue never waits for a step's loss.
 - ``snapshot`` and ``rng``: exact restore of model, optimizer, grads, modes, scaler and every RNG.
 - ``amp``: mixed precision on CUDA. ``batches``: batches from any loader onto the device.
 - ``ladder``, ``settings``, ``result``: :func:`lr_ladder`, :class:`SweepSettings`, :class:`FinderResult`.

@@ -24,7 +24,8 @@ class SweepSettings:
         beta: EMA factor of the online smoothing used by the divergence stop.
         diverge_threshold: rise of the smoothed loss over its best, in units of its drop, that is divergence.
         stop_on_divergence: stop the sweep once it diverges (a NaN/inf loss always stops it).
-        poll_every: updates between two reads of the device-side divergence flag.
+        poll_every: updates between two evaluations of the divergence rule (on accelerators, one
+            device-to-host copy of the losses per poll).
         val_batches: batches of ``val_loader`` kept (on the device) as the fixed validation subset.
         val_every: updates between two validation evaluations.
     """

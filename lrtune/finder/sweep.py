@@ -2,6 +2,11 @@
 
 **One multiplier for all param groups**: group 0 follows the ladder, group ``i`` gets the ladder times its
 initial LR over group 0's, so discriminative ratios between groups are kept.
+
+The loop does per update only what a plain training loop does plus handing the loss to the monitor
+(:mod:`lrtune.finder.monitor`): batches already on the device are not moved, no autocast context is entered
+without mixed precision, the loss is neither detached nor cast unless micro-batches are summed, and the
+learning rates come from a list of floats through a setter built once per sweep.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from torch import Tensor, nn
 from lrtune.errors import UsageError
 from lrtune.finder.amp import MAX_AMP_SKIPS, _AmpPlan
 from lrtune.finder.batches import Batch, _batch_size, _Batches
-from lrtune.finder.monitor import _fetch, _Monitor
+from lrtune.finder.monitor import _monitor_for
 from lrtune.finder.settings import SweepSettings
 
 logger = logging.getLogger(__name__)
+
+_NO_GRAD = "the loss does not require grad: does the model have trainable parameters?"
 
 
 @dataclass
@@ -40,6 +47,27 @@ def _val_steps(num_iter: int, every: int) -> list[int]:
     return [i for i in range(num_iter) if (i + 1) % every == 0 or i == num_iter - 1]
 
 
+def _lr_setter(optimizer: torch.optim.Optimizer, ratios: Sequence[float]) -> Callable[[float], None]:
+    """Sets group ``g``'s LR to ``lr · ratios[g]`` (in place for tensor LRs); built once per sweep."""
+    pairs = list(zip(optimizer.param_groups, ratios, strict=True))
+    if any(isinstance(group["lr"], Tensor) for group, _ in pairs):
+
+        def set_any(lr: float) -> None:
+            for group, ratio in pairs:
+                if isinstance(group["lr"], Tensor):
+                    group["lr"].fill_(lr * ratio)
+                else:
+                    group["lr"] = lr * ratio
+
+        return set_any
+
+    def set_floats(lr: float) -> None:
+        for group, ratio in pairs:
+            group["lr"] = lr * ratio
+
+    return set_floats
+
+
 @dataclass(frozen=True)
 class _Sweeper:
     """Runs sweeps of one model, optimizer and loss on a device; see :meth:`run`."""
@@ -49,17 +77,12 @@ class _Sweeper:
     criterion: Callable[[Any, Any], Tensor]
     device: torch.device
 
-    def _set_lr(self, lr: float, ratios: Sequence[float]) -> None:
-        for group, ratio in zip(self.optimizer.param_groups, ratios, strict=True):
-            value = lr * ratio
-            if isinstance(group["lr"], Tensor):
-                group["lr"].fill_(value)
-            else:
-                group["lr"] = value
-
     def _loss(self, inputs: Any, targets: Any, plan: _AmpPlan) -> Tensor:
-        with plan.autocast():
+        if plan.dtype is None:
             loss = self.criterion(self.model(inputs), targets)
+        else:
+            with plan.autocast():
+                loss = self.criterion(self.model(inputs), targets)
         if not isinstance(loss, Tensor) or loss.ndim != 0:
             shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
             raise UsageError(f"the criterion must return a scalar loss tensor, got {shape}")
@@ -93,36 +116,40 @@ class _Sweeper:
         progress: Callable[[int], None] | None,
     ) -> _Sweep:
         """One sweep from the current training state; stops at the end of the ladder or on divergence."""
-        n, acc = cfg.num_iter, cfg.accumulation_steps
+        n, acc, every = cfg.num_iter, cfg.accumulation_steps, cfg.poll_every
         if not self.model.training:
             self.model.train()  # a model already in training mode keeps its per-module modes (frozen BN, ...)
         train_modes = [(m, m.training) for m in self.model.modules()]
-        monitor = _Monitor(
-            n, self.device, beta=cfg.beta, threshold=cfg.diverge_threshold, chunk=cfg.poll_every
-        )
-        val_steps = _val_steps(n, cfg.val_every)
+        monitor = _monitor_for(n, self.device, beta=cfg.beta, threshold=cfg.diverge_threshold)
+        val_steps = _val_steps(n, cfg.val_every) if val_cache else []
         val_slot = {step: k for k, step in enumerate(val_steps)}
         val_buf = torch.full((len(val_steps),), math.nan, device=self.device) if val_cache else None
-        batches = _Batches(loader, self.device)
+        next_batch, loss_of, record = _Batches(loader, self.device).next, self._loss, monitor.record
+        set_lr = _lr_setter(self.optimizer, ratios)
+        lrs: list[float] = ladder.tolist()
         scale = scaler.get_scale() if scaler is not None else 0.0
-        skips, i, polled, stop = 0, 0, 0, [n, n]
+        skips, i, polled, stop = 0, 0, 0, (n, n)
         while i < n:
             for p in params:
                 p.grad = None
-            total: Tensor | None = None
-            for _ in range(acc):
-                inputs, targets = batches.next()
-                loss = self._loss(inputs, targets, plan)
+            if acc == 1:
+                value = loss = loss_of(*next_batch(), plan)
                 if not loss.requires_grad:
-                    raise UsageError(
-                        "the loss does not require grad: does the model have trainable parameters?"
-                    )
-                part = loss.detach().float()
-                total = part if total is None else total + part
-                scaled = loss / acc if acc > 1 else loss
-                (scaler.scale(scaled) if scaler is not None else scaled).backward()
-            assert total is not None
-            self._set_lr(float(ladder[i]), ratios)
+                    raise UsageError(_NO_GRAD)
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+            else:
+                total: Tensor | None = None
+                for _ in range(acc):
+                    loss = loss_of(*next_batch(), plan)
+                    if not loss.requires_grad:
+                        raise UsageError(_NO_GRAD)
+                    part = loss.detach().float()
+                    total = part if total is None else total + part
+                    scaled = loss / acc
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                assert total is not None
+                value = total / acc
+            set_lr(lrs[i])
             if scaler is not None:
                 scaler.step(self.optimizer)
                 scaler.update()
@@ -135,16 +162,16 @@ class _Sweeper:
                     logger.warning(
                         "fp16 gradients overflowed %d times in a row: counted as divergence", skips
                     )
-                    total = torch.full_like(total, math.nan)
+                    value = torch.full((), math.nan, device=value.device)
                 skips = 0
             else:
                 self.optimizer.step()
-            monitor.record(i, total / acc if acc > 1 else total)
+            record(i, value)
             if val_buf is not None and val_cache is not None and i in val_slot:
                 val_buf[val_slot[i]] = self._evaluate(val_cache, plan, train_modes)
             i += 1
-            if i % cfg.poll_every == 0 or i == n:
-                stop = _fetch(monitor.check(i))
+            if i % every == 0 or i == n:
+                stop = monitor.poll(i, last=i == n)
                 if progress is not None:
                     progress(i - polled)
                 polled = i
@@ -154,7 +181,7 @@ class _Sweeper:
         keep = min(i, nonfinite_at, diverged_at + 1 if cfg.stop_on_divergence else n)
         if diverged_at < n:
             logger.info("diverged at update %d (lr %.3g)", diverged_at, ladder[diverged_at])
-        raw = monitor.buf[:keep].double().cpu().numpy()
+        raw = monitor.losses(keep)
         val_raw = None
         if val_buf is not None:
             kept = sum(1 for step in val_steps if step < keep)
