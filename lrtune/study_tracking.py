@@ -10,6 +10,11 @@ the trial's params, per-epoch ``train_loss``/``val_loss``/``val_<metric>`` and t
 per-step ``lr``. Pruned trials end KILLED, failed ones FAILED, with the reason in tag
 ``lrtune.reason``; a retried trial gets a new run tagged ``lrtune.retried_from``.
 
+A trial's params, per-epoch metrics and ``objective`` are sent by one background thread per
+tracker (:class:`lrtune.tracking.BatchWriter`), so training never waits for the store; a
+run is ended only after everything queued for it is stored, and :meth:`StudyTracker.flush`
+(called by ``finish_parent``) waits for the rest.
+
 Example:
     >>> import optuna, tempfile
     >>> folder = tempfile.mkdtemp()
@@ -41,14 +46,15 @@ from typing import TYPE_CHECKING, Any
 
 from lrtune.errors import LrtuneError, UsageError, one_line
 from lrtune.tracking import (
+    BatchWriter,
     TrackingSettings,
-    _log_metric_batches,
     experiment_id,
     log_files,
     log_params,
     log_values,
     mask_secrets,
     open_client,
+    param_entities,
 )
 
 if TYPE_CHECKING:
@@ -89,6 +95,7 @@ class StudyTracker:
         self.settings = settings
         self.study_name = study_name
         self._client: MlflowClient | None = None
+        self._writer: BatchWriter | None = None
         self._experiment_id: str | None = None
         self._study: optuna.Study | None = None
         self._parent_id: str | None = None
@@ -104,6 +111,20 @@ class StudyTracker:
         if self._client is None:
             self._client = open_client(self.settings)
         return self._client
+
+    @property
+    def writer(self) -> BatchWriter:
+        """The background writer that sends the trial runs' params, epochs and objectives."""
+        client = self.client
+        with self._lock:
+            if self._writer is None:
+                self._writer = BatchWriter(client)
+            return self._writer
+
+    def flush(self) -> None:
+        """Wait until everything queued so far (params, epochs, objectives) is stored."""
+        if self._writer is not None:
+            self._writer.flush()
 
     @property
     def experiment_id(self) -> str:
@@ -251,6 +272,7 @@ class StudyTracker:
         """Mark the parent FINISHED unless trials are still running (another worker will finish it)."""
         import optuna
 
+        self.flush()
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         if not running:
             self.client.set_terminated(self.parent_run_id(), status="FINISHED")
@@ -278,8 +300,9 @@ class StudyTracker:
         if retried_from is not None:
             tags["lrtune.retried_from"] = str(retried_from)
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial.number}", tags=tags)
-        trial_run = TrialRun(self.client, str(run.info.run_id), number=trial.number)
-        log_params(self.client, trial_run.run_id, dict(trial.params if params is None else params))
+        trial_run = TrialRun(self.client, str(run.info.run_id), number=trial.number, writer=self.writer)
+        # Queued like the epochs: stored before the run ends, without holding up the trial.
+        self.writer.log(trial_run.run_id, params=param_entities(trial.params if params is None else params))
         with self._lock:
             self._runs[trial.number] = trial_run
         if retried_from is not None and self._study is not None:
@@ -297,7 +320,7 @@ class StudyTracker:
                 continue
             state = frozen.state.name
             reason = "the worker stopped before ending this run"
-            TrialRun(self.client, run.info.run_id, number=frozen.number).finish(
+            TrialRun(self.client, run.info.run_id, number=frozen.number, writer=self.writer).finish(
                 state if state in RUN_STATUS else "FAIL", reason=reason
             )
             closed += 1
@@ -313,7 +336,8 @@ class StudyTracker:
             return
         state = trial.state.name
         if state == "COMPLETE" and trial.values is not None and len(trial.values) == 1:
-            log_values(self.client, run.run_id, {"objective": trial.values[0]}, step=trial.number)
+            # Queued: stored within the writer's interval, or when the next run ends or the parent finishes.
+            run.log_values({"objective": trial.values[0]}, step=trial.number)
         if state in RUN_STATUS and run.state != state:
             reason = "Optuna rejected the objective's value (NaN or missing)" if state == "FAIL" else None
             run.finish(state, reason=reason, force=True)
@@ -325,13 +349,19 @@ class TrialRun:
     Inside ``with tracker.start_trial(trial) as run:`` an ``optuna.TrialPruned`` ends the
     run KILLED (its message as ``lrtune.reason``), another exception FAILED (its one-line
     message), KeyboardInterrupt KILLED; a clean exit FINISHED. Exceptions are re-raised.
+
+    Metrics go through ``writer`` (the tracker's; by default one of the run's own): logging
+    returns at once, and ending the run first waits until they are stored.
     """
 
-    def __init__(self, client: MlflowClient, run_id: str, *, number: int) -> None:
+    def __init__(
+        self, client: MlflowClient, run_id: str, *, number: int, writer: BatchWriter | None = None
+    ) -> None:
         self.client = client
         self.run_id = run_id
         self.number = number
         self.state = "RUNNING"
+        self.writer = writer if writer is not None else BatchWriter(client)
 
     def log_epoch(
         self,
@@ -343,8 +373,11 @@ class TrialRun:
         lrs: Sequence[float],
         first_step: int,
     ) -> None:
-        """Log one epoch in one request: ``train_loss``, ``val_loss``, ``val_<name>`` at step ``epoch``,
-        and ``lr`` at steps ``first_step``, ``first_step + 1``, ... (non-finite values skipped).
+        """Log one epoch: ``train_loss``, ``val_loss``, ``val_<name>`` at step ``epoch``, and ``lr``
+        at steps ``first_step``, ``first_step + 1``, ... (non-finite values skipped).
+
+        The metrics are queued and sent in the background (in one request, or merged with the
+        epochs queued next to them); this never waits for the store.
         """
         from mlflow.entities import Metric
 
@@ -360,7 +393,23 @@ class TrialRun:
             for key, value, step in points
             if value is not None and math.isfinite(value)
         ]
-        _log_metric_batches(self.client, self.run_id, batch)
+        self.writer.log(self.run_id, metrics=batch)
+
+    def log_values(self, values: Mapping[str, float | None], *, step: int) -> None:
+        """Queue single metric values at ``step`` (None and non-finite values skipped); never waits."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(key, float(value), now, int(step))
+            for key, value in values.items()
+            if value is not None and math.isfinite(value)
+        ]
+        self.writer.log(self.run_id, metrics=batch)
+
+    def flush(self) -> None:
+        """Wait until everything logged so far is stored (ending the run does this first)."""
+        self.writer.flush()
 
     def finish(self, state: str, *, reason: str | None = None, force: bool = False) -> None:
         """End the run: ``"COMPLETE"`` → FINISHED, ``"PRUNED"`` → KILLED, ``"FAIL"`` → FAILED.
@@ -373,13 +422,19 @@ class TrialRun:
 
     def _end(self, status: str, *, state: str, reason: str | None, force: bool = False) -> None:
         if self.state != "RUNNING" and not force:
+            self.flush()
             return
         from mlflow.entities import RunTag
 
         tags = [RunTag("lrtune.state", state)]
         if reason:
             tags.append(RunTag("lrtune.reason", mask_secrets(reason)[:_MAX_TAG_LENGTH]))
-        self.client.log_batch(self.run_id, tags=tags)
+        # The tags join the last queued metrics in one request; everything is stored before the end.
+        failures = self.writer.failures
+        self.writer.log(self.run_id, tags=tags)
+        self.flush()
+        if self.writer.failures != failures:  # something was lost: send the tags here, errors raised
+            self.client.log_batch(self.run_id, tags=tags)
         self.client.set_terminated(self.run_id, status=status)
         self.state = state
 
@@ -417,7 +472,10 @@ def _message(exc: BaseException) -> str:
 def _retried_from(trial: optuna.Trial | FrozenTrial) -> int | None:
     """The number of the trial this one retries (Optuna's heartbeat retry), or None."""
     attrs: Mapping[str, Any] | None = getattr(trial, "system_attrs", None)
-    if attrs is None:  # a live optuna.Trial keeps its system attrs in the storage
+    if attrs is None:  # a live optuna.Trial: its snapshot from when it started, else the storage
+        snapshot = getattr(trial, "_cached_frozen_trial", None)
+        attrs = getattr(snapshot, "system_attrs", None)
+    if attrs is None:
         storage = getattr(trial, "storage", None)
         trial_id = getattr(trial, "_trial_id", None)
         attrs = storage.get_trial_system_attrs(trial_id) if storage is not None else {}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import shutil
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -220,11 +222,18 @@ def test_mlflow_has_one_parent_and_one_child_per_trial(resumed: Resumed) -> None
             assert sorted(m.step for m in history) == [1, 2], key
         accuracy = {m.step: m.value for m in client.get_metric_history(run_id, "val_accuracy")}
         assert accuracy[2] == pytest.approx(trial.value)
+        assert run.data.metrics["objective"] == pytest.approx(trial.value)  # queued, stored by the end
         lrs = sorted(client.get_metric_history(run_id, "lr"), key=lambda m: m.step)
         assert [m.step for m in lrs] == list(range(EPOCHS * STEPS_PER_EPOCH))
         schedule = trial.user_attrs[PLAN_ATTR]["schedule"]
         expected = [lr_at(schedule, k, EPOCHS * STEPS_PER_EPOCH) for k in range(EPOCHS * STEPS_PER_EPOCH)]
         assert [m.value for m in lrs] == pytest.approx(expected, rel=1e-6)
+
+
+def test_both_stores_are_switched_to_wal(resumed: Resumed) -> None:
+    for name in ("lrtune.db", "mlflow.db"):  # the MLflow template was made with SQLite's defaults
+        with contextlib.closing(sqlite3.connect(resumed.folder / name)) as database:
+            assert database.execute("PRAGMA journal_mode").fetchone()[0] == "wal", name
 
 
 def test_rerunning_adds_only_the_missing_trials(resumed: Resumed) -> None:

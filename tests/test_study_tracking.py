@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -331,6 +332,7 @@ def test_context_manager_statuses_and_callback_alignment(logged: Logged) -> None
     trial = study.ask()
     with pytest.raises(KeyboardInterrupt), tracker.start_trial(trial) as interrupted:
         raise KeyboardInterrupt
+    assert interrupted.writer is tracker.writer  # one background thread per tracker
     run = client.get_run(interrupted.run_id)
     assert (run.info.status, run.data.tags["lrtune.state"]) == ("KILLED", "FAIL")
     assert run.data.tags["lrtune.reason"] == "interrupted (KeyboardInterrupt)"
@@ -394,8 +396,107 @@ def test_one_request_per_epoch_unless_over_the_batch_limit(steps: int, requests:
         lrs=[0.1] * steps,
         first_step=3 * steps,
     )
+    run.flush()
     assert len(client.batches) == requests
     sent = [m for batch in client.batches for m in batch]
     assert all(len(batch) <= 1000 for batch in client.batches)
     assert {(m.key, m.step) for m in sent if m.key != "lr"} == {("train_loss", 4), ("val_accuracy", 4)}
     assert [m.step for m in sent if m.key == "lr"] == list(range(3 * steps, 4 * steps))
+
+
+class EndingClient:
+    """Records the requests that reach the store, in order; metric requests wait for ``gate``."""
+
+    def __init__(self, *, fail_metrics: bool = False) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_metrics = fail_metrics
+
+    def log_batch(self, run_id: str, metrics: Any = (), params: Any = (), tags: Any = ()) -> None:
+        if metrics:
+            self.gate.wait()
+            if self.fail_metrics:
+                raise RuntimeError(f"cannot reach {STORAGE_WITH_SECRET}")
+            self.calls.extend(("epoch", m.step) for m in metrics if m.key == "train_loss")
+        if tags:
+            self.calls.append(("tags", {t.key: t.value for t in tags}))
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.calls.append(("tags", {key: value}))
+
+    def set_terminated(self, run_id: str, status: str | None = None) -> None:
+        self.calls.append(("ended", status))
+
+
+def log_epochs(run: TrialRun, n: int) -> float:
+    """Log ``n`` epochs; returns the seconds the calls took."""
+    started = time.perf_counter()
+    for epoch in range(1, n + 1):
+        run.log_epoch(
+            epoch=epoch, train_loss=1.0, val_loss=1.0, metrics={}, lrs=[0.1] * 5, first_step=5 * epoch
+        )
+    return time.perf_counter() - started
+
+
+def test_a_slow_store_does_not_hold_up_the_epochs_and_the_run_ends_after_them() -> None:
+    client = EndingClient()
+    client.gate.clear()  # the store hangs until released
+    with TrialRun(client, "run", number=0) as run:  # type: ignore[arg-type]
+        assert log_epochs(run, 5) < 0.5
+        assert client.calls == []
+        threading.Timer(0.2, client.gate.set).start()
+    assert client.calls == [
+        *(("epoch", epoch) for epoch in range(1, 6)),
+        ("tags", {"lrtune.state": "COMPLETE"}),
+        ("ended", "FINISHED"),
+    ]
+    assert run.state == "COMPLETE" and run.writer.pending == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "state", "reason"),
+    [
+        (KeyboardInterrupt(), "KILLED", "FAIL", "interrupted (KeyboardInterrupt)"),
+        (optuna.TrialPruned("diverged"), "KILLED", "PRUNED", "diverged"),
+        (RuntimeError("out of memory"), "FAILED", "FAIL", "RuntimeError: out of memory"),
+    ],
+)
+def test_an_interrupted_trial_stores_its_epochs_then_ends(
+    error: BaseException, status: str, state: str, reason: str
+) -> None:
+    client = EndingClient()
+    client.gate.clear()
+    with pytest.raises(type(error)), TrialRun(client, "run", number=0) as run:  # type: ignore[arg-type]
+        log_epochs(run, 3)
+        threading.Timer(0.1, client.gate.set).start()
+        raise error
+    assert client.calls == [
+        ("epoch", 1),
+        ("epoch", 2),
+        ("epoch", 3),
+        ("tags", {"lrtune.state": state, "lrtune.reason": reason}),
+        ("ended", status),
+    ]
+
+
+def test_a_failing_store_neither_stops_nor_fails_the_trial(caplog: pytest.LogCaptureFixture) -> None:
+    client = EndingClient(fail_metrics=True)
+    with caplog.at_level(logging.DEBUG, logger="lrtune"), TrialRun(client, "run", number=0) as run:  # type: ignore[arg-type]
+        log_epochs(run, 3)
+        run.log_values({"objective": 0.5, "skipped": None}, step=0)
+    assert client.calls == [("tags", {"lrtune.state": "COMPLETE"}), ("ended", "FINISHED")]
+    assert run.writer.failures >= 1  # the epochs may have gone in one request or several
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "could not log" in warnings[0].getMessage()
+    assert all(SECRET not in r.getMessage() for r in caplog.records)
+
+
+def test_log_values_are_queued_and_stored_before_the_end() -> None:
+    client = RecordingClient()
+    run = TrialRun(client, "run", number=0)  # type: ignore[arg-type]
+    run.log_values({"val_accuracy": 0.75, "val_f1": math.nan, "gone": None}, step=4)
+    run.flush()
+    assert [(m.key, m.value, m.step) for batch in client.batches for m in batch] == [
+        ("val_accuracy", 0.75, 4)
+    ]

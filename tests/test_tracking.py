@@ -1,14 +1,23 @@
-"""MLflow bookkeeping: secret masking, artifact locations, and a finder run read back."""
+"""MLflow bookkeeping: secret masking, artifact locations, a finder run read back, the background writer."""
 
 from __future__ import annotations
 
+import logging
+import math
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from mlflow.entities import Metric, Param, RunTag
 
 from lrtune.errors import UsageError
 from lrtune.tracking import (
+    BatchWriter,
     TrackingSettings,
     artifact_root,
     log_finder_run,
@@ -94,3 +103,160 @@ def test_finder_run_is_logged_and_read_back(tmp_path: Path) -> None:
     # a second run reuses the experiment
     second = log_finder_run(settings, result=result, params={}, files=[])
     assert client.get_run(second).info.experiment_id == run.info.experiment_id
+
+
+# ------------------------------------------------------------------------------ background writer
+class SlowStore:
+    """Records ``log_batch`` calls after ``delay`` seconds each; fails the calls listed in ``fail``."""
+
+    def __init__(self, delay: float = 0.0, fail: tuple[int, ...] = ()) -> None:
+        self.delay = delay
+        self.fail = fail
+        self.calls: list[tuple[str, list[Any], list[Any], list[Any]]] = []
+        self.attempts = 0
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def log_batch(self, run_id: str, metrics: Any = (), params: Any = (), tags: Any = ()) -> None:
+        self.gate.wait()
+        time.sleep(self.delay)
+        self.attempts += 1
+        if self.attempts in self.fail:
+            raise ConnectionError("cannot reach http://bob:hunter2@mlflow.example:5000")
+        self.calls.append((run_id, list(metrics), list(params), list(tags)))
+
+
+def metrics(key: str, n: int, first: int = 0) -> list[Metric]:
+    return [Metric(key, float(i), 0, first + i) for i in range(n)]
+
+
+def test_the_writer_queues_without_waiting_and_keeps_the_order() -> None:
+    store = SlowStore()
+    store.gate.clear()  # the store hangs: logging must return all the same
+    writer = BatchWriter(store, min_interval=0)
+    for i in range(20):
+        writer.log(f"run-{i % 2}", metrics=metrics("loss", 3, first=3 * i))
+    assert store.calls == [] and writer.pending == 20
+    store.gate.set()
+    assert writer.flush() is True
+    assert writer.pending == 0
+    # neighbours of different runs are never merged: one request each, in the order queued
+    assert [run_id for run_id, *_ in store.calls] == [f"run-{i % 2}" for i in range(20)]
+    steps = [m.step for _, batch, _, _ in store.calls for m in batch]
+    assert steps == list(range(60))
+
+
+def test_the_writer_splits_requests_within_mlflows_limits() -> None:
+    store = SlowStore()
+    writer = BatchWriter(store)
+    params = [Param(f"p{i}", str(i)) for i in range(150)]
+    tags = [RunTag("lrtune.state", "RUNNING")]
+    writer.log("run", metrics=metrics("lr", 2500), params=params, tags=tags)
+    writer.log("run")  # nothing: no request
+    writer.flush()
+    shapes = [(len(m), len(p), len(t)) for _, m, p, t in store.calls]
+    # split at 1000 metrics / 100 params, then neighbours merged while they fit
+    assert shapes == [(1000, 0, 0), (1000, 0, 0), (500, 100, 0), (0, 50, 1)]
+    assert [m.step for _, batch, _, _ in store.calls for m in batch] == list(range(2500))
+
+
+def test_requests_of_one_run_wait_for_the_next_send_and_go_together() -> None:
+    store = SlowStore()
+    writer = BatchWriter(store, min_interval=2.0)
+    writer.log("run", metrics=metrics("loss", 1))  # the first one goes at once
+    writer.flush()
+    for epoch in range(1, 4):
+        writer.log("run", metrics=metrics("loss", 1, first=epoch))
+    writer.log("other", metrics=metrics("loss", 1, first=9))
+    time.sleep(0.1)
+    assert len(store.calls) == 1  # held back: the next send is due 2 s after the first
+    writer.flush()  # a flush does not wait for that
+    assert [(run_id, [m.step for m in batch]) for run_id, batch, _, _ in store.calls] == [
+        ("run", [0]),
+        ("run", [1, 2, 3]),
+        ("other", [9]),
+    ]
+    held = BatchWriter(store, min_interval=0, settle=2.0)
+    held.log("run", metrics=metrics("loss", 1, first=5))
+    time.sleep(0.1)
+    assert len(store.calls) == 3  # every request waits ``settle`` first
+    held.flush()
+    assert store.calls[-1][1][0].step == 5
+    quick = BatchWriter(store, min_interval=0.1)
+    quick.log("run", metrics=metrics("loss", 1, first=10))
+    quick.flush()
+    quick.log("run", metrics=metrics("loss", 1, first=11))  # sent 0.1 s after the last send, unasked
+    deadline = time.monotonic() + 10
+    while quick.pending and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.calls[-1][1][0].step == 11
+
+
+def test_a_failing_request_is_logged_once_masked_and_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    store = SlowStore(fail=(1, 3))
+    writer = BatchWriter(store, min_interval=0)
+    with caplog.at_level(logging.DEBUG, logger="lrtune.tracking"):
+        for i in range(4):
+            writer.log("run", metrics=metrics("loss", 1, first=i))
+            assert writer.flush() is True  # one request each
+    assert [batch[0].step for _, batch, _, _ in store.calls] == [1, 3]  # requests 1 and 3 failed
+    assert writer.failures == 2
+    records = [r for r in caplog.records if "could not log" in r.getMessage()]
+    assert [r.levelno for r in records] == [logging.WARNING, logging.DEBUG]
+    assert all("hunter2" not in r.getMessage() and "bob:***@" in r.getMessage() for r in records)
+
+
+def test_flush_waits_for_a_slow_store_and_can_time_out() -> None:
+    store = SlowStore()
+    store.gate.clear()  # the store hangs
+    writer = BatchWriter(store)
+    writer.log("run", metrics=metrics("loss", 1))
+    assert writer.flush(timeout=0.05) is False
+    assert writer.pending == 2  # the request and the first flush's marker
+    threading.Timer(0.1, store.gate.set).start()
+    assert writer.flush() is True
+    assert len(store.calls) == 1
+
+
+def test_the_thread_exits_when_idle_and_comes_back() -> None:
+    store = SlowStore()
+    writer = BatchWriter(store, idle_seconds=0.05)
+    assert writer.flush() is True  # nothing queued: no thread started
+    assert writer._thread is None
+    writer.log("run", metrics=metrics("loss", 1))
+    thread = writer._thread
+    assert thread is not None
+    writer.flush()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and writer._thread is None
+    writer.log("run", metrics=metrics("loss", 1, first=1))
+    writer.flush()
+    assert [batch[0].step for _, batch, _, _ in store.calls] == [0, 1]
+    with pytest.raises(UsageError, match="idle_seconds"):
+        BatchWriter(store, idle_seconds=0)
+    with pytest.raises(UsageError, match="min_interval"):
+        BatchWriter(store, min_interval=-1)
+    with pytest.raises(UsageError, match="settle"):
+        BatchWriter(store, settle=math.nan)
+
+
+def test_what_is_queued_at_exit_is_still_sent(tmp_path: Path) -> None:
+    out = tmp_path / "sent.txt"
+    program = f"""
+import time
+from types import SimpleNamespace
+from lrtune.tracking import BatchWriter
+
+class Store:
+    def log_batch(self, run_id, metrics=(), params=(), tags=()):
+        time.sleep(0.02)
+        with open({str(out)!r}, "a") as f:
+            f.write(" ".join(str(m.step) for m in metrics) + "\\n")
+
+writer = BatchWriter(Store())
+for i in range(10):
+    writer.log("run", metrics=[SimpleNamespace(step=i)])
+"""  # the program ends without flushing
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert out.read_text().split() == [str(i) for i in range(10)]

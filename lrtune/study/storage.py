@@ -6,6 +6,10 @@ stops beating, and after :data:`GRACE_PERIOD` seconds the next worker to start a
 FAIL and enqueues a copy with the same params (up to :data:`MAX_RETRY` times). Heartbeats are
 written only inside ``study.optimize`` (not with ask/tell), so lrtune always uses ``optimize``.
 
+An SQLite storage is opened in WAL mode with ``synchronous=NORMAL`` (a study commits a few
+dozen times per trial; see :mod:`lrtune.sqlite_tuning`, which also says why a file on a
+network file system keeps SQLite's defaults).
+
 A password in a storage URL never reaches the terminal or a log: errors name the URL with
 :func:`lrtune.tracking.mask_secrets`, and :func:`mask_secrets_in_logs` masks the log records
 of Optuna and SQLAlchemy.
@@ -109,11 +113,14 @@ def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.RDBStor
     """
     import optuna
 
+    from lrtune.sqlite_tuning import tune_sqlite_url
+
     check_storage_url(url)
     mask_secrets_in_logs()
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_TIMEOUT}}
+        tune_sqlite_url(url)  # before the engine opens its first connection
     try:
         with warnings.catch_warnings():  # heartbeats and their retry callback are marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
