@@ -27,9 +27,8 @@ Reported: medians per trial, the median over rounds of lrtune − bare (the over
 the parent run, the plots at the end), the cost of one SQLite commit in the work folder, a cProfile
 breakdown by library, and a cross-check with :func:`lrtune.study.run_study` end to end on the same trials.
 
-``--sqlite-tuning`` is a what-if, not lrtune's behaviour: it sets ``journal_mode=WAL`` and
-``synchronous=NORMAL`` on every SQLite connection of the process (both stores), to measure what that change
-would save. ``--work-dir /dev/shm/...`` puts the stores on a RAM disk (no fsync at all).
+``--sqlite-tuning`` forces ``journal_mode=WAL`` and ``synchronous=NORMAL`` on every SQLite connection of the
+process; lrtune already sets both on its own store files (``lrtune.sqlite_tuning``), so this now changes little. ``--work-dir /dev/shm/...`` puts the stores on a RAM disk (no fsync at all).
 
 Run from the repository root::
 
@@ -542,7 +541,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sqlite-tuning",
         action="store_true",
-        help="what-if, not lrtune's behaviour: WAL journal and synchronous=NORMAL on every SQLite connection",
+        help="force WAL and synchronous=NORMAL on every SQLite connection (lrtune sets them on its own files)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed and base trial seed (default 0)")

@@ -207,9 +207,7 @@ class _Reporter:
     def __call__(self, epoch: int, value: float) -> None:
         value = float(value)
         if self.run is not None:
-            from lrtune.tracking import log_values
-
-            log_values(self.run.client, self.run.run_id, {self.metric: value}, step=int(epoch))
+            self.run.log_values({self.metric: value}, step=int(epoch))
         if not math.isfinite(value):
             self.prune(f"diverged in epoch {epoch} ({self.metric} {value}); the learning rate is too high")
         self.trial.report(value, int(epoch))
