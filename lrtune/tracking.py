@@ -68,6 +68,25 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///") :])
 
 
+def absolute_sqlite_uri(uri: str) -> str:
+    """``sqlite:///relative.db`` made absolute against the current folder; any other URI unchanged.
+
+    SQLAlchemy resolves a relative SQLite path when it opens a connection, and MLflow keeps one
+    store per URI string for the life of the process: with a relative URI, a later change of
+    folder (or a connection opened later by a pool or a background writer) would reach another file.
+
+    Example:
+        >>> absolute_sqlite_uri("http://host:5000")
+        'http://host:5000'
+        >>> absolute_sqlite_uri("sqlite:///mlflow.db") == "sqlite:///" + str(Path.cwd() / "mlflow.db")
+        True
+    """
+    db = sqlite_path(uri)
+    if db is None or db.is_absolute() or str(db) in ("", ":memory:"):
+        return uri
+    return f"sqlite:///{Path.cwd() / db}"
+
+
 def artifact_root(tracking_uri: str) -> str | None:
     """Where artifacts go for a store lrtune creates experiments in (None: the store decides)."""
     db = sqlite_path(tracking_uri)
@@ -132,9 +151,10 @@ def open_client(settings: TrackingSettings) -> MlflowClient:
     from lrtune.sqlite_tuning import tune_sqlite_url
 
     quiet_mlflow_logs()  # after the import: importing mlflow configures its own loggers
-    tune_sqlite_url(settings.tracking_uri)
+    uri = absolute_sqlite_uri(settings.tracking_uri)
+    tune_sqlite_url(uri)
     try:
-        client = MlflowClient(tracking_uri=settings.tracking_uri)
+        client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
     except Exception as exc:
         raise UsageError(

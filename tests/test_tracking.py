@@ -260,3 +260,22 @@ for i in range(10):
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert out.read_text().split() == [str(i) for i in range(10)]
+
+
+def test_relative_sqlite_stores_stay_in_the_folder_they_were_opened_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lrtune.tracking import absolute_sqlite_uri, open_client
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    for folder in (first, second):
+        monkeypatch.chdir(folder)
+        assert absolute_sqlite_uri("sqlite:///mlflow.db") == f"sqlite:///{folder / 'mlflow.db'}"
+        client = open_client(TrackingSettings(experiment=f"in-{folder.name}"))
+        client.create_experiment(f"made-in-{folder.name}")
+        monkeypatch.chdir(tmp_path)  # a later change of folder must not move the store
+        assert client.get_experiment_by_name(f"made-in-{folder.name}") is not None
+    assert (first / "mlflow.db").is_file() and (second / "mlflow.db").is_file()
+    assert not (tmp_path / "mlflow.db").exists()

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lrtune.errors import UsageError, one_line
-from lrtune.tracking import mask_secrets, sqlite_path
+from lrtune.tracking import absolute_sqlite_uri, mask_secrets, sqlite_path
 
 if TYPE_CHECKING:
     import optuna
@@ -119,6 +119,7 @@ def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.RDBStor
     mask_secrets_in_logs()
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
+        url = absolute_sqlite_uri(url)  # pooled connections opened later must reach the same file
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_TIMEOUT}}
         tune_sqlite_url(url)  # before the engine opens its first connection
     try:
