@@ -15,12 +15,13 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from lrtune.errors import UsageError
 from lrtune.study.record import (
     CONFIG_ATTR,
     FINDER_ATTR_PREFIX,
+    REASON_ATTR,
     RECORD_ATTR,
     StudyRecord,
     finder_attr,
@@ -351,6 +352,29 @@ def outcome(
         experiment=tracking.experiment if tracking is not None else None,
         parent_run_id=str(parent) if parent is not None else None,
     )
+
+
+def prune(trial: optuna.Trial, reason: str) -> NoReturn:
+    """Prune ``trial``, keeping ``reason`` in its user attrs (and so in the MLflow tag)."""
+    import optuna
+
+    trial.set_user_attr(REASON_ATTR, reason)
+    raise optuna.TrialPruned(reason)
+
+
+def report_epoch(
+    trial: optuna.Trial, value: float, epoch: int, *, epochs: int, pruner: str, metric: str
+) -> None:
+    """Report an epoch's value to Optuna and prune when the pruner says so.
+
+    A non-finite value prunes at once (the loss diverged). After the last epoch the trial is
+    done: pruning it then would only lose its result, so the pruner is not asked.
+    """
+    if not math.isfinite(value):
+        prune(trial, f"diverged in epoch {epoch} ({metric} {value}); the learning rate is too high")
+    trial.report(value, epoch)
+    if epoch < epochs and trial.should_prune():
+        prune(trial, f"pruned by the {pruner} pruner after epoch {epoch} ({metric} {value:.4g})")
 
 
 __all__ = [

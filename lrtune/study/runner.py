@@ -24,7 +24,6 @@ from lrtune.errors import UsageError
 from lrtune.study import engine
 from lrtune.study.record import (
     PLAN_ATTR,
-    REASON_ATTR,
     RUN_ATTR,
     StudyRecord,
     finder_results,
@@ -314,23 +313,15 @@ class _EpochHook:
             first_step=epoch.steps - len(epoch.lrs),
         )
         value = self.value(epoch)
-        if epoch.diverged or not math.isfinite(value):
-            self._prune(
+        if epoch.diverged:
+            engine.prune(
+                self.trial,
                 f"diverged in epoch {epoch.epoch} (train_loss {epoch.train_loss:.4g}, "
-                f"val_loss {epoch.val_loss:.4g}); the learning rate is too high"
+                f"val_loss {epoch.val_loss:.4g}); the learning rate is too high",
             )
-        self.trial.report(value, epoch.epoch)
-        # After the last epoch the trial is done: pruning it then would only lose its result.
-        if epoch.epoch < self.epochs and self.trial.should_prune():
-            self._prune(
-                f"pruned by the {self.pruner} pruner after epoch {epoch.epoch} ({self.metric} {value:.4g})"
-            )
-
-    def _prune(self, reason: str) -> None:
-        import optuna
-
-        self.trial.set_user_attr(REASON_ATTR, reason)
-        raise optuna.TrialPruned(reason)
+        engine.report_epoch(
+            self.trial, value, epoch.epoch, epochs=self.epochs, pruner=self.pruner, metric=self.metric
+        )
 
 
 def _read_bounds(path_text: str) -> tuple[LRBounds, dict[str, Any]]:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from lrtune.errors import UsageError
 from lrtune.space import LRBounds
 from lrtune.study import engine
-from lrtune.study.record import PLAN_ATTR, REASON_ATTR, RUN_ATTR, StudyRecord, incompatible
+from lrtune.study.record import PLAN_ATTR, RUN_ATTR, StudyRecord, incompatible
 
 if TYPE_CHECKING:
     import optuna
@@ -208,17 +208,12 @@ class _Reporter:
         value = float(value)
         if self.run is not None:
             self.run.log_values({self.metric: value}, step=int(epoch))
-        if not math.isfinite(value):
-            self.prune(f"diverged in epoch {epoch} ({self.metric} {value}); the learning rate is too high")
-        self.trial.report(value, int(epoch))
-        if int(epoch) < self.epochs and self.trial.should_prune():
-            self.prune(f"pruned by the {self.pruner} pruner after epoch {epoch} ({self.metric} {value:.4g})")
+        engine.report_epoch(
+            self.trial, value, int(epoch), epochs=self.epochs, pruner=self.pruner, metric=self.metric
+        )
 
     def prune(self, reason: str) -> None:
-        import optuna
-
-        self.trial.set_user_attr(REASON_ATTR, reason)
-        raise optuna.TrialPruned(reason)
+        engine.prune(self.trial, reason)
 
 
 __all__ = ["Report", "TrainFn", "tune"]
