@@ -112,34 +112,46 @@ _MNIST_FILES = (
 
 def mnist_splits(data_dir: Path, download: bool) -> tuple[Dataset[Any], Dataset[Any]]:
     """MNIST (torchvision, read from ``data_dir/MNIST/raw``), normalized."""
-    from torchvision import datasets, transforms
+    from torchvision import datasets
 
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
-    return _torchvision_splits(
-        "MNIST",
-        "mnist",
-        datasets.MNIST,
-        data_dir=data_dir,
-        download=download,
-        folder="MNIST",
-        files=[f"raw/{name}" for name in _MNIST_FILES],
-        train_transform=transform,
-        val_transform=transform,
-    )
+    return _mnist_like("MNIST", "mnist", datasets.MNIST, "MNIST", (0.1307, 0.3081), data_dir, download)
 
 
 def fashion_mnist_splits(data_dir: Path, download: bool) -> tuple[Dataset[Any], Dataset[Any]]:
     """Fashion-MNIST (torchvision, ``data_dir/FashionMNIST/raw``), normalized."""
-    from torchvision import datasets, transforms
+    from torchvision import datasets
 
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))])
-    return _torchvision_splits(
+    return _mnist_like(
         "Fashion-MNIST",
         "fashion-mnist",
         datasets.FashionMNIST,
+        "FashionMNIST",
+        (0.2860, 0.3530),
+        data_dir,
+        download,
+    )
+
+
+def _mnist_like(
+    title: str,
+    key: str,
+    dataset_class: Any,
+    folder: str,
+    mean_std: tuple[float, float],
+    data_dir: Path,
+    download: bool,
+) -> tuple[Dataset[Any], Dataset[Any]]:
+    from torchvision import transforms
+
+    mean, std = mean_std
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
+    return _torchvision_splits(
+        title,
+        key,
+        dataset_class,
         data_dir=data_dir,
         download=download,
-        folder="FashionMNIST",
+        folder=folder,
         files=[f"raw/{name}" for name in _MNIST_FILES],
         train_transform=transform,
         val_transform=transform,
