@@ -25,6 +25,7 @@ _LAZY: dict[str, str] = {
     "build_schedule": "lrtune.schedules",
     "ScheduleSpec": "lrtune.schedules",
     "tune": "lrtune.study",
+    "param_groups": "lrtune.parts",
 }
 
 __all__ = [
@@ -36,11 +37,13 @@ __all__ = [
     "build_schedule",
     "load_schedule",
     "load_task",
+    "param_groups",
     "tune",
 ]
 
 if TYPE_CHECKING:
     from lrtune.finder import FinderResult, LRFinder
+    from lrtune.parts import param_groups
     from lrtune.schedules import ScheduleSpec, load_schedule
     from lrtune.schedules import build as build_schedule
     from lrtune.study import tune

@@ -137,10 +137,21 @@ def _tracking_options(default_experiment: str | None) -> Any:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("lrtune-find"), show_default=True)
 @_tracking_options("lrtune-find")
 @click.option("--no-mlflow", is_flag=True, help="Do not log the run to MLflow.")
+@click.option(
+    "--param-group",
+    "param_groups",
+    multiple=True,
+    metavar="NAME=REGEX@FACTOR",
+    help="A part of the model (parameter names matching REGEX; first match wins) at FACTOR × the LR; "
+    "repeatable. The rest trains at factor 1; the sweep moves all groups together.",
+)
 def find(**options: Any) -> None:
     """Run a learning-rate range test and propose a rate with the bounds of the useful region."""
     from lrtune.find_job import FindSettings, run_find
+    from lrtune.parts import GroupSpec
     from lrtune.tracking import TrackingSettings
+
+    options["param_groups"] = tuple(GroupSpec.parse(text) for text in options["param_groups"])
 
     tracking = (
         None
@@ -302,8 +313,18 @@ Wu et al. 2018). A trial whose loss diverges is pruned with the reason; the stud
 @click.option(
     "--amp/--no-amp", default=None, help="Mixed precision on CUDA [default: off, or the study file's]."
 )
+@click.option(
+    "--param-group",
+    "param_groups",
+    multiple=True,
+    metavar="NAME=REGEX",
+    help="A part of the model (parameter names matching REGEX; first match wins) whose LR factor the study "
+    "searches (log-uniform 0.01..1); repeatable [default: none, or the study file's param_groups].",
+)
 def study(study_file: Path | None, **options: Any) -> None:
     from lrtune.config import build_config, load_study_file
+
+    options["param_groups"] = options["param_groups"] or None  # none given: the study file's
 
     config = build_config(load_study_file(study_file) if study_file is not None else None, options)
 
@@ -364,6 +385,9 @@ def _print_study_summary(outcome: Any) -> None:
             ("schedule", json.dumps(outcome.best["schedule"])),
             ("optimizer", json.dumps(outcome.best["optimizer"])),
         ]
+        if outcome.best.get("param_groups"):
+            factors = {name: round(g["lr_factor"], 4) for name, g in outcome.best["param_groups"].items()}
+            rows.append(("lr factors", json.dumps(factors)))
     else:
         rows.append(("best", "no complete trial yet"))
     rows.append(("storage", outcome.storage))

@@ -217,6 +217,34 @@ def _weight_decay(value: object) -> tuple[float, float] | None:
     return low, high
 
 
+def _param_groups(name: str, value: object) -> tuple[tuple[str, str], ...]:
+    """``{NAME: REGEX}`` (study file) or ``["NAME=REGEX", ...]`` (flags) → ``(NAME, REGEX)`` pairs, in order."""
+    from lrtune.parts import GroupSpec, check_specs
+
+    if isinstance(value, Mapping):
+        specs = check_specs(GroupSpec(str(key), pattern) for key, pattern in value.items())
+    elif isinstance(value, (list, tuple)):
+        specs = check_specs(
+            GroupSpec(*item)
+            if isinstance(item, (list, tuple)) and len(item) == 2
+            else GroupSpec.parse(item, allow_factor=False)
+            for item in value
+        )
+    else:
+        raise UsageError(f"{name} must map group names to regular expressions, got {name}={value!r}")
+    return tuple((spec.name, spec.pattern) for spec in specs)
+
+
+def _factor_range(name: str, value: object) -> tuple[float, float]:
+    parts: object = value.split(",") if isinstance(value, str) else value
+    if not isinstance(parts, (list, tuple)) or len(parts) != 2:
+        raise UsageError(f"{name} must be a range [low, high], got {name}={value!r}")
+    low, high = (_number(name, part) for part in parts)
+    if not 0 < low <= high:
+        raise UsageError(f"{name} must be a range with 0 < low <= high, got {name}={value!r}")
+    return low, high
+
+
 def _bounds(value: object) -> str:
     if isinstance(value, Path):
         value = str(value)
@@ -287,6 +315,8 @@ _CHECKS: dict[str, Callable[[str, object], Any]] = {
     "seed": lambda n, v: _integer(n, v, minimum=0),
     "device": _device,
     "amp": _flag,
+    "param_groups": _param_groups,
+    "group_factor_range": _factor_range,
 }
 
 
@@ -331,6 +361,9 @@ class StudyConfig:
         seed: base seed of the sampler and the trials.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         amp: mixed precision on CUDA.
+        param_groups: named parts of the model, ``{NAME: REGEX}`` or ``NAME=REGEX`` strings (first
+            match wins; the rest is the group ``default`` at factor 1); each part's LR factor is searched.
+        group_factor_range: ``(low, high)`` of the log-uniform search of the parts' factors.
 
     ``study_name`` and ``experiment`` are resolved on construction, so they are never None.
     """
@@ -359,6 +392,8 @@ class StudyConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    param_groups: tuple[tuple[str, str], ...] = ()
+    group_factor_range: tuple[float, float] = (0.01, 1.0)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -384,6 +419,8 @@ class StudyConfig:
             weight_decay=self.weight_decay,
             lr_dropout=self.lr_dropout,
             warmup_max_fraction=self.warmup_max_fraction,
+            param_groups=self.param_groups,
+            group_factor_range=self.group_factor_range,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from lrtune.atomic import write_atomically
 from lrtune.errors import UsageError
 from lrtune.optimizers import OPTIMIZER_NAMES, OptimizerSpec
+from lrtune.parts import GroupSpec, check_specs
 from lrtune.tracking import TrackingSettings
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ class FindSettings:
     """Everything ``lrtune find`` needs; the CLI builds one from its options.
 
     ``batch_size=None`` uses the task's own batch size; ``tracking=None`` logs nothing to MLflow.
+    ``param_groups`` names parts of the model with fixed LR factors; the sweep moves every group by
+    one multiplier, and the rates it reports are those of factor 1.
     """
 
     task: str = "digits"
@@ -57,6 +60,7 @@ class FindSettings:
     accumulation_steps: int = 1
     validation: bool = False
     amp: bool = False
+    param_groups: tuple[GroupSpec, ...] = ()
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZER_NAMES:
@@ -79,11 +83,15 @@ class FindSettings:
             raise UsageError(f"batch_size must be at least 1, got {self.batch_size=}")
         if self.accumulation_steps < 1:
             raise UsageError(f"accumulation_steps must be at least 1, got {self.accumulation_steps=}")
+        object.__setattr__(self, "param_groups", check_specs(self.param_groups))
 
     def params(self) -> dict[str, object]:
         """The settings as flat MLflow params (paths as strings, tracking left out)."""
         data = asdict(self)
         data.pop("tracking")
+        data["param_groups"] = (
+            ",".join(f"{g.name}={g.pattern}@{g.factor:g}" for g in self.param_groups) or "none"
+        )
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
 
 
@@ -122,6 +130,7 @@ def run_find(settings: FindSettings, *, progress: Callable[[int], None] | None =
 
     from lrtune.data import make_loader, resolve_device
     from lrtune.optimizers import build_optimizer
+    from lrtune.parts import optimizer_groups
     from lrtune.tasks import load_task
 
     device = resolve_device(settings.device)
@@ -133,7 +142,12 @@ def run_find(settings: FindSettings, *, progress: Callable[[int], None] | None =
 
     torch.manual_seed(settings.seed)
     model = task.model().to(device)
-    optimizer = build_optimizer(OptimizerSpec(settings.optimizer), model.parameters(), lr=settings.start_lr)
+    params = (
+        optimizer_groups(model, settings.param_groups, base_lr=settings.start_lr)
+        if settings.param_groups
+        else model.parameters()
+    )
+    optimizer = build_optimizer(OptimizerSpec(settings.optimizer), params, lr=settings.start_lr)
     batch_size = settings.batch_size or task.batch_size
     train_loader = make_loader(
         task.train, batch_size=batch_size, shuffle=True, device=device, seed=settings.seed

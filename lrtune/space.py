@@ -14,6 +14,8 @@ parameter                     distribution                    used by
                                                               the optimizer is searched
 ``weight_decay``              log-uniform over the range      only when asked
 ``lr_dropout``                uniform 0.5..1 (keep prob.)     only when asked
+``lr_factor_<group>``         log-uniform over                every trial of a space with named parts
+                              group_factor_range (0.01..1)    (``param_groups``): the part's LR factor
 ``warmup_frac``               uniform 0..warmup_max_fraction  constant, step, multistep, exponential,
                                                               linear, polynomial, cosine, cosine_restarts,
                                                               plateau
@@ -64,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 
 from lrtune.errors import UsageError
 from lrtune.optimizers import OPTIMIZER_NAMES, OptimizerSpec
+from lrtune.parts import DEFAULT_FACTOR_RANGE, GroupSpec, specs_from_mapping, to_json
 
 if TYPE_CHECKING:
     import optuna
@@ -207,6 +210,9 @@ class SearchSpace:
         weight_decay: ``(low, high)`` of a log-uniform weight-decay search, or ``None`` (not searched).
         lr_dropout: also search the Learning Rate Dropout keep probability (0.5..1).
         warmup_max_fraction: the longest warmup, as a fraction of the budget (0 turns warmup off).
+        param_groups: named parts of the model as ``(NAME, REGEX)`` pairs (first match wins); each
+            trial draws a factor ``lr_factor_<NAME>`` per part (:mod:`lrtune.parts`).
+        group_factor_range: ``(low, high)`` of the log-uniform factor search.
     """
 
     bounds: Mapping[str, LRBounds]
@@ -215,6 +221,8 @@ class SearchSpace:
     weight_decay: tuple[float, float] | None = None
     lr_dropout: bool = False
     warmup_max_fraction: float = 0.2
+    param_groups: tuple[tuple[str, str], ...] = ()
+    group_factor_range: tuple[float, float] = DEFAULT_FACTOR_RANGE
 
     def __post_init__(self) -> None:
         from lrtune.schedules import REGISTRY
@@ -259,6 +267,9 @@ class SearchSpace:
                 f"warmup_max_fraction must lie in [0, {MAX_WARMUP_FRACTION}], got warmup_max_fraction={fraction!r}"
             )
         object.__setattr__(self, "warmup_max_fraction", float(fraction))
+        specs = specs_from_mapping(self.param_groups)
+        object.__setattr__(self, "param_groups", tuple((spec.name, spec.pattern) for spec in specs))
+        object.__setattr__(self, "group_factor_range", _range("group_factor_range", self.group_factor_range))
 
     @staticmethod
     def _names(what: str, names: object) -> tuple[str, ...]:
@@ -269,6 +280,11 @@ class SearchSpace:
         if len(set(names)) != len(names):
             raise UsageError(f"{what} must not repeat a name, got {what}={names!r}")
         return tuple(names)
+
+    @staticmethod
+    def factor_param(group: str) -> str:
+        """The Optuna parameter holding a named part's LR factor: ``lr_factor_<group>``."""
+        return f"lr_factor_{group}"
 
     def base_lr_param(self, optimizer: str) -> str:
         """The Optuna parameter holding ``optimizer``'s base LR: ``base_lr``, or ``base_lr_<name>``."""
@@ -295,10 +311,12 @@ class TrialPlan:
     Args:
         schedule: a complete schedule spec (steps resolved) for :func:`lrtune.schedules.build`.
         optimizer: the optimizer and its torch keyword arguments.
+        param_groups: the named parts with the factors drawn for them (empty: one global LR).
     """
 
     schedule: dict[str, Any]
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    param_groups: tuple[GroupSpec, ...] = ()
 
     @property
     def base_lr(self) -> float:
@@ -306,8 +324,12 @@ class TrialPlan:
         return float(self.schedule["base_lr"])
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON: ``{"schedule": {...}, "optimizer": {"name": ..., ...}}``."""
-        return {"schedule": dict(self.schedule), "optimizer": self.optimizer.to_dict()}
+        """Plain JSON: ``{"schedule": {...}, "optimizer": {"name": ..., ...}}``, plus ``param_groups``
+        (``{NAME: {"pattern", "lr_factor"}}``) with named parts."""
+        out: dict[str, Any] = {"schedule": dict(self.schedule), "optimizer": self.optimizer.to_dict()}
+        if self.param_groups:
+            out["param_groups"] = to_json(self.param_groups)
+        return out
 
 
 class _Draw:
@@ -488,7 +510,11 @@ def sample(
     if space.lr_dropout:
         spec["lr_dropout"] = d.real("lr_dropout", LR_DROPOUT_KEEP)
     parse_spec(spec).check_budget(total_steps)
-    return TrialPlan(schedule=spec, optimizer=OptimizerSpec(optimizer, kwargs))
+    groups = tuple(
+        GroupSpec(name, pattern, d.real(space.factor_param(name), space.group_factor_range, log=True))
+        for name, pattern in space.param_groups
+    )
+    return TrialPlan(schedule=spec, optimizer=OptimizerSpec(optimizer, kwargs), param_groups=groups)
 
 
 def plan_from_params(
@@ -519,7 +545,8 @@ def baseline_params(space: SearchSpace, *, optimizer: str | None = None) -> dict
 
     The finder's ``suggested_lr`` as ``base_lr``; ``constant`` if it is searched, else ``cosine``,
     else the first type; no warmup; ``min_lr`` at 1 % of ``base_lr``; the type's other settings at
-    :data:`BASELINE_VALUES`; weight decay at the geometric middle of its range; LR dropout off.
+    :data:`BASELINE_VALUES`; weight decay at the geometric middle of its range; LR dropout off;
+    every named part at factor 1 (one global LR).
     Every parameter the trial draws is set, so the trial is fully determined.
 
     Args:
@@ -545,6 +572,10 @@ def baseline_params(space: SearchSpace, *, optimizer: str | None = None) -> dict
     }
     if space.weight_decay is not None:
         chosen["weight_decay"] = math.sqrt(space.weight_decay[0] * space.weight_decay[1])
+    for name, _ in space.param_groups:  # one global LR: every part at factor 1 (or the nearest allowed)
+        chosen[space.factor_param(name)] = min(
+            max(1.0, space.group_factor_range[0]), space.group_factor_range[1]
+        )
     # Replay the space on a fixed trial: its params are exactly the names this baseline draws.
     trial = optuna.trial.FixedTrial({**BASELINE_VALUES, **chosen})
     sample(trial, space, total_steps=1000, steps_per_epoch=100)

@@ -296,6 +296,13 @@ def imagefolder_task(path: str | Path, *, size: int = 32, val_fraction: float = 
     )
 
 
+def digits_finetune_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Task:
+    """A body pretrained on digits 0–4, fine-tuned with a new head on 20 examples each of 5–9."""
+    from lrtune.finetune import finetune_task
+
+    return finetune_task()
+
+
 # --------------------------------------------------------------------------- registry and loading
 
 #: Built-in tasks by name; each factory takes ``(data_dir, download)``.
@@ -303,6 +310,7 @@ TASKS: dict[str, Callable[[Path, bool], Task]] = {
     "digits": digits_task,
     "friedman": friedman_task,
     "friedman-nll": friedman_nll_task,
+    "digits-finetune": digits_finetune_task,
     "mnist": mnist_task,
     "fashion-mnist": fashion_mnist_task,
     "cifar10": cifar10_task,

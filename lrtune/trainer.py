@@ -22,7 +22,7 @@ import functools
 import logging
 import math
 import random
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from lrtune.data import check_device_name, make_loader, resolve_device
 from lrtune.errors import TaskError, UsageError
 from lrtune.optimizers import OptimizerSpec, build_optimizer
+from lrtune.parts import GroupSpec, optimizer_groups
 from lrtune.tasks import Task, batch_metric
 
 logger = logging.getLogger(__name__)
@@ -150,8 +151,10 @@ def is_diverged(loss: float, *, initial: float, best: float, factor: float) -> b
 
 
 def _lr_of(optimizer: torch.optim.Optimizer) -> float:
-    lr = optimizer.param_groups[0]["lr"]
-    return lr if isinstance(lr, float) else float(lr)
+    """The base rate: group 0's LR, over its ``lr_factor`` when it has one (named parts)."""
+    group = optimizer.param_groups[0]
+    lr = group["lr"]
+    return (lr if isinstance(lr, float) else float(lr)) / float(group.get("lr_factor", 1.0))
 
 
 @contextlib.contextmanager
@@ -242,6 +245,7 @@ def fit(
     base_lr: float | None = None,
     settings: TrainSettings = TrainSettings(),
     on_epoch: EpochCallback | None = None,
+    param_groups: Sequence[GroupSpec] = (),
 ) -> FitResult:
     """Train a fresh ``task.model()`` and evaluate it after every epoch.
 
@@ -258,6 +262,8 @@ def fit(
         settings: epochs, seed, device, AMP, gradient clipping, divergence rule.
         on_epoch: called with each :class:`EpochResult` (the diverged one included); returning
             true stops training after that epoch. Its exceptions (e.g. Optuna's pruning) propagate.
+        param_groups: named parts of the model with their LR factors (:mod:`lrtune.parts`);
+            each part trains at the schedule's rate × its factor, the rest at factor 1.
 
     Returns:
         every epoch's result; ``diverged`` when the loss blew up (training stops, nothing raises).
@@ -270,7 +276,12 @@ def fit(
     autocast, scaler = _autocast_and_scaler(device, settings.amp)
     with _seeded(settings.seed, device):
         model = task.model().to(device)
-        opt = build_optimizer(optimizer, model.parameters(), lr=base_lr if base_lr is not None else 1.0)
+        initial_lr = base_lr if base_lr is not None else 1.0
+        opt = build_optimizer(
+            optimizer,
+            optimizer_groups(model, param_groups, base_lr=initial_lr) if param_groups else model.parameters(),
+            lr=initial_lr,
+        )
         batch_size = settings.batch_size or task.batch_size
         train_batches = make_loader(
             task.train, batch_size=batch_size, shuffle=True, device=device, seed=settings.seed

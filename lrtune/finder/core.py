@@ -188,6 +188,11 @@ class LRFinder:
     # -- pieces of range_test ---------------------------------------------------------------------------
 
     def _group_ratios(self) -> list[float]:
+        from lrtune.parts import group_ratios
+
+        factors = group_ratios(self.optimizer.param_groups)  # groups from lrtune.param_groups
+        if factors is not None:
+            return factors
         lrs = [float(g["lr"]) for g in self.optimizer.param_groups]
         if not lrs or not (math.isfinite(lrs[0]) and lrs[0] > 0):
             raise UsageError(

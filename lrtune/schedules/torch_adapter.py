@@ -29,6 +29,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.hooks import RemovableHandle
 
 from lrtune.errors import UsageError
+from lrtune.parts import group_ratios
 from lrtune.schedules.base import ScheduleSpec
 from lrtune.schedules.formulas import PlateauSchedule
 from lrtune.schedules.lr_dropout import LRDropout
@@ -70,7 +71,9 @@ class ScheduleLR(LRScheduler):
     """Sets every param group's LR from a spec's closed form; step once per optimizer step.
 
     Group ``i`` gets ``spec.lr(k) * lr_i / lr_0`` with ``lr_i`` the group's LR at construction,
-    so ratios between groups are kept while the optimizer's own LR is otherwise ignored. Use
+    so ratios between groups are kept while the optimizer's own LR is otherwise ignored; when every
+    group carries an ``lr_factor`` (groups from :func:`lrtune.param_groups`), group ``i`` gets
+    ``spec.lr(k) * lr_factor_i`` instead, so ``base_lr`` is the rate of factor 1. Use
     :func:`build` rather than this class directly.
 
     Args:
@@ -104,7 +107,8 @@ class ScheduleLR(LRScheduler):
         for index, group_lr in enumerate(lrs):
             if not (math.isfinite(group_lr) and group_lr >= 0.0):
                 raise UsageError(f"param group {index} has a negative or non-finite lr, got {group_lr=}")
-        self.group_ratios: list[float] = [group_lr / first_lr for group_lr in lrs]
+        factors = group_ratios(optimizer.param_groups)  # lrtune.param_groups' own factors win
+        self.group_ratios: list[float] = factors or [group_lr / first_lr for group_lr in lrs]
         self._momentum_keys = [_momentum_key(group) for group in optimizer.param_groups]
         self._hooks: list[RemovableHandle] = []
         self._finalizer = weakref.finalize(self, _remove_handles, self._hooks)

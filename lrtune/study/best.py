@@ -6,6 +6,9 @@ The file (a **contract**)::
      "optimizer": {"name": "sgd", "momentum": 0.9},
      "epochs": 10, "batch_size": 64, "metric": "val_accuracy", "value": 0.975, "study": "lrtune-digits"}
 
+plus, for a study over named parts, ``"param_groups": {"body": {"pattern": "^body\\.", "lr_factor": 0.1}}``
+(read back by :func:`lrtune.param_groups`).
+
 The spec comes from the best trial's stored ``plan``; for a trial without one it is rebuilt
 from the trial's params with :func:`lrtune.space.plan_from_params`.
 
@@ -53,7 +56,7 @@ def best_file(study: optuna.Study, *, record: StudyRecord | None = None) -> dict
     record = record or _record_of(study)
     trial = best_trial(study)
     plan = _plan_of(trial, record)
-    return {
+    out: dict[str, Any] = {
         "schedule": plan["schedule"],
         "optimizer": plan["optimizer"],
         "epochs": record.epochs,
@@ -62,6 +65,9 @@ def best_file(study: optuna.Study, *, record: StudyRecord | None = None) -> dict
         "value": trial.value,
         "study": study.study_name,
     }
+    if plan.get("param_groups"):  # named parts: {NAME: {"pattern", "lr_factor"}}
+        out["param_groups"] = plan["param_groups"]
+    return out
 
 
 def load_best(storage: str, study_name: str | None) -> dict[str, Any]:
@@ -115,7 +121,10 @@ def _record_of(study: optuna.Study) -> StudyRecord:
 def _plan_of(trial: FrozenTrial, record: StudyRecord) -> dict[str, Any]:
     plan = trial.user_attrs.get(PLAN_ATTR)
     if isinstance(plan, Mapping) and isinstance(plan.get("schedule"), Mapping) and "optimizer" in plan:
-        return {"schedule": dict(plan["schedule"]), "optimizer": dict(plan["optimizer"])}
+        out: dict[str, Any] = {"schedule": dict(plan["schedule"]), "optimizer": dict(plan["optimizer"])}
+        if isinstance(plan.get("param_groups"), Mapping):
+            out["param_groups"] = {name: dict(entry) for name, entry in plan["param_groups"].items()}
+        return out
     from lrtune.space import plan_from_params
 
     rebuilt = plan_from_params(

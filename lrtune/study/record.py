@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lrtune.errors import UsageError
+from lrtune.parts import DEFAULT_FACTOR_RANGE
 from lrtune.space import LRBounds, SearchSpace
 
 RECORD_ATTR = "lrtune"
@@ -71,6 +72,8 @@ FIXED_SETTINGS = (
     "weight_decay",
     "lr_dropout",
     "warmup_max_fraction",
+    "param_groups",
+    "group_factor_range",
 )
 
 
@@ -88,6 +91,8 @@ class StudyRecord:
         schedules, optimizers, weight_decay, lr_dropout, warmup_max_fraction: the search space.
         bounds: each optimizer's LR bounds.
         bounds_source: where the bounds came from (``auto``, a file name, ``python``); informative.
+        param_groups: named parts ``(NAME, REGEX)`` whose LR factors are searched (in order).
+        group_factor_range: the range of those factors.
     """
 
     task: str
@@ -103,6 +108,8 @@ class StudyRecord:
     lr_dropout: bool = False
     warmup_max_fraction: float = 0.2
     bounds_source: str = "auto"
+    param_groups: tuple[tuple[str, str], ...] = ()
+    group_factor_range: tuple[float, float] = DEFAULT_FACTOR_RANGE
     space: SearchSpace = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -128,8 +135,12 @@ class StudyRecord:
             weight_decay=self.weight_decay,
             lr_dropout=self.lr_dropout,
             warmup_max_fraction=self.warmup_max_fraction,
+            param_groups=self.param_groups,
+            group_factor_range=self.group_factor_range,
         )
         object.__setattr__(self, "space", space)
+        object.__setattr__(self, "param_groups", space.param_groups)
+        object.__setattr__(self, "group_factor_range", space.group_factor_range)
 
     @property
     def total_steps(self) -> int:
@@ -156,6 +167,8 @@ class StudyRecord:
             "lr_dropout": self.lr_dropout,
             "warmup_max_fraction": self.warmup_max_fraction,
             "bounds_source": self.bounds_source,
+            "param_groups": [list(pair) for pair in self.param_groups],
+            "group_factor_range": list(self.group_factor_range),
         }
 
     @classmethod
@@ -183,6 +196,8 @@ class StudyRecord:
                 lr_dropout=bool(data.get("lr_dropout", False)),
                 warmup_max_fraction=float(data.get("warmup_max_fraction", 0.2)),
                 bounds_source=str(data.get("bounds_source", "auto")),
+                param_groups=tuple((str(n), str(p)) for n, p in data.get("param_groups") or ()),
+                group_factor_range=tuple(data.get("group_factor_range") or DEFAULT_FACTOR_RANGE),
             )
         except (KeyError, TypeError, AttributeError, IndexError) as exc:
             raise UsageError(
@@ -210,6 +225,8 @@ class StudyRecord:
 
 
 def _show(value: object) -> str:
+    if isinstance(value, tuple) and value and isinstance(value[0], tuple):  # param_groups
+        return "[" + ",".join(f"{name}={pattern}" for name, pattern in value) + "]"
     if isinstance(value, tuple):
         return "[" + ",".join(str(v) for v in value) + "]"
     return str(value)

@@ -109,6 +109,10 @@ def run_study(
     )
     batch_size = config.batch_size or task.batch_size
     metric, direction = objective_of(task)
+    if config.param_groups:  # a pattern that matches nothing fails now, before any work
+        from lrtune.parts import specs_from_mapping, split_parameters
+
+        split_parameters(task.model(), specs_from_mapping(config.param_groups))
 
     def record_with(bounds: Mapping[str, LRBounds], source: str) -> StudyRecord:
         return StudyRecord(
@@ -125,6 +129,8 @@ def run_study(
             lr_dropout=config.lr_dropout,
             warmup_max_fraction=config.warmup_max_fraction,
             bounds_source=source,
+            param_groups=config.param_groups,
+            group_factor_range=config.group_factor_range,
         )
 
     storage = open_storage(config.storage)
@@ -275,6 +281,7 @@ class TaskObjective:
                 base_lr=plan.base_lr,
                 settings=settings,
                 on_epoch=hook,
+                param_groups=plan.param_groups,
             )
             value = hook.value(result.final())
         return value
