@@ -27,17 +27,26 @@ import time
 from pathlib import Path
 
 import torch
-from claims_common import DOCS, claim_parser, mean_std, mnist1d_task, print_table, range_test, train
+from claims_common import (
+    DOCS,
+    claim_parser,
+    mean_std,
+    mnist1d_task,
+    positive_int,
+    print_table,
+    range_test,
+    train,
+)
 
 from lrtune.optimizers import OptimizerSpec
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = claim_parser(__doc__, "clr-vs-fixed.png")
     parser.add_argument(
-        "--grid", type=int, default=None, help="fixed rates in the grid [default: 5, quick 2]"
+        "--grid", type=positive_int, default=None, help="fixed rates in the grid [default: 5, quick 2]"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     seeds = args.seeds or (1 if args.quick else 5)
     epochs = args.epochs or (2 if args.quick else 12)

@@ -29,12 +29,12 @@ from lrtune.optimizers import OptimizerSpec
 KEEPS = (1.0, 0.9, 0.7, 0.5)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = claim_parser(__doc__, "lr-dropout.png")
     parser.add_argument(
         "--optimizers", default=None, help="comma-separated optimizers [default: sgd,adam, quick sgd]"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     seeds = args.seeds or (1 if args.quick else 5)
     epochs = args.epochs or (2 if args.quick else 12)

@@ -155,6 +155,17 @@ def train(task: Task, *, optimizer: OptimizerSpec, schedule: dict[str, Any], epo
     )
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def claim_parser(doc: str, plot_name: str) -> argparse.ArgumentParser:
     """The options every claim script takes: ``--quick``, ``--seeds``, ``--epochs``, ``--plot``."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -162,9 +173,11 @@ def claim_parser(doc: str, plot_name: str) -> argparse.ArgumentParser:
         "--quick", action="store_true", help="a tiny smoke run (seconds); its figures mean nothing"
     )
     parser.add_argument(
-        "--seeds", type=int, default=None, help="seeds per configuration [default: 5, quick 1]"
+        "--seeds", type=positive_int, default=None, help="seeds per configuration [default: 5, quick 1]"
     )
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per run [default: 12, quick 2]")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=None, help="epochs per run [default: 12, quick 2]"
+    )
     parser.add_argument("--plot", type=Path, default=None, help=f"plot file [default: {DOCS / plot_name}]")
     return parser
 

@@ -28,6 +28,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from claims_common import positive_int
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -81,18 +82,24 @@ def describe(plan: TrialPlan) -> str:
     return text
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--quick", action="store_true", help="a tiny smoke run (seconds); its figures mean nothing"
     )
-    parser.add_argument("--trials", type=int, default=None, help="trials per search [default: 30, quick 3]")
-    parser.add_argument("--searches", type=int, default=None, help="search seeds K [default: 3, quick 1]")
     parser.add_argument(
-        "--fresh", type=int, default=None, help="fresh seeds per winner [default: 10, quick 2]"
+        "--trials", type=positive_int, default=None, help="trials per search [default: 30, quick 3]"
     )
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per run [default: 20, quick 3]")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--searches", type=positive_int, default=None, help="search seeds K [default: 3, quick 1]"
+    )
+    parser.add_argument(
+        "--fresh", type=positive_int, default=None, help="fresh seeds per winner [default: 10, quick 2]"
+    )
+    parser.add_argument(
+        "--epochs", type=positive_int, default=None, help="epochs per run [default: 20, quick 3]"
+    )
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     import optuna
 
