@@ -250,7 +250,7 @@ def param_groups(model: nn.Module, path: str | Path) -> list[dict[str, Any]]:
 
     Example:
         >>> opt = torch.optim.SGD(lrtune.param_groups(model, "best.json"), lr=0.1)   # doctest: +SKIP
-        >>> scheduler = lrtune.schedules.build(lrtune.load_schedule("best.json"), opt, total_steps=1000)  # doctest: +SKIP
+        >>> scheduler = build(lrtune.load_schedule("best.json"), opt, total_steps=1000)  # doctest: +SKIP
     """
     path = Path(path)
     try:

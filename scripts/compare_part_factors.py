@@ -14,7 +14,7 @@ split); fresh seeds remove the luck of the trials' seeds, not that selection.
 
 Run from the repository root::
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/compare_part_factors.py            # about 3 minutes on one core
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/compare_part_factors.py            # about 6 minutes on a busy 2-core machine
     OMP_NUM_THREADS=1 .venv/bin/python scripts/compare_part_factors.py --quick    # seconds: a smoke run
 """
 
