@@ -100,7 +100,8 @@ class EpochResult:
         train_loss: mean training loss over the epoch's batches.
         val_loss: mean validation loss (weighted by batch size).
         val_metric: the task's validation metric, or ``None`` when it has none.
-        lrs: the learning rate (param group 0) each optimizer step of this epoch used.
+        lrs: the learning rate (param group 0, over its ``lr_factor`` with named parts: the base
+            rate) each optimizer step of this epoch used.
         steps: optimizer steps taken so far, this epoch included.
         diverged: the loss diverged in this epoch; training stopped after it.
     """

@@ -9,7 +9,8 @@ A study's user attributes hold (keys are stable):
 * ``lrtune_config``: the settings of the run that created the study (passwords masked);
 * ``mlflow_parent_run_id``: the MLflow parent run (see :mod:`lrtune.study_tracking`).
 
-Each trial stores ``plan`` (the schedule spec and optimizer it trained with), ``mlflow_run_id``
+Each trial stores ``plan`` (the schedule spec and optimizer it trained with, and the factors of
+named parts as ``param_groups``), ``mlflow_run_id``
 and, when pruned, ``reason``.
 
 Example:
