@@ -87,6 +87,7 @@ def config_in(folder: Path, **values: Any) -> StudyConfig:
         "tracking_uri": f"sqlite:///{folder}/mlflow.db",
         "study_name": "digits-test",
         "device": "cpu",
+        "confirm": 0,  # confirmation has its own tests (tests/test_confirm.py)
     }
     base.update(values)
     return build_config(None, base)
@@ -157,7 +158,8 @@ def test_storage_holds_every_trial_with_its_plan(resumed: Resumed) -> None:
 
     trials = study.get_trials()
     assert trials[0].params == baseline_params(record.space)
-    assert trials[0].params["base_lr"] == 0.1 and trials[0].params["schedule"] == "constant"
+    assert trials[0].params["base_lr"] == 0.1 and trials[0].params["schedule"] == "cosine"
+    assert trials[0].user_attrs["role"] == "baseline"
     for trial in trials:
         plan = trial.user_attrs[PLAN_ATTR]
         assert plan["schedule"]["type"] == trial.params["schedule"]

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lrtune.errors import UsageError
+from lrtune.optimizers import OptimizerSpec
 from lrtune.study import engine
+from lrtune.study.confirm import CONFIRMS_ATTR, SEED_ATTR, run_confirmation
 from lrtune.study.record import (
     PLAN_ATTR,
     RUN_ATTR,
@@ -29,6 +31,7 @@ from lrtune.study.record import (
     finder_results,
     incompatible,
 )
+from lrtune.study.selection import VAL_LOSS_ATTR
 from lrtune.study.storage import check_storage_url, open_storage
 
 if TYPE_CHECKING:
@@ -65,9 +68,11 @@ def run_study(
     config: StudyConfig,
     *,
     callbacks: Sequence[engine.TrialCallback] = (),
+    confirm_callbacks: Sequence[engine.TrialCallback] = (),
     notify: Notify | None = None,
 ) -> engine.StudyOutcome:
-    """Run (or resume) the study ``config`` describes until it holds ``config.n_trials`` trials.
+    """Run (or resume) the study ``config`` describes until it holds ``config.n_trials`` trials,
+    then confirm its best trials and the baseline on fresh seeds (``config.confirm``).
 
     Every input is checked before anything is created; a resumed study keeps the settings it
     was created with (see :data:`lrtune.study.record.FIXED_SETTINGS`) and its stored bounds.
@@ -75,6 +80,8 @@ def run_study(
     Args:
         config: the study's settings.
         callbacks: Optuna callbacks called after every trial (e.g. to print progress).
+        confirm_callbacks: Optuna callbacks called after every confirmation run (trials of the
+            companion study, see :mod:`lrtune.study.confirm`).
         notify: receives one line per stage (range test, start); default: logged at INFO.
 
     Returns:
@@ -138,7 +145,9 @@ def run_study(
         differences = stored.conflicts(new, compare_bounds=given_bounds is not None)
         if differences:
             raise incompatible(study_name, differences)
-        if engine.count_done(trials) >= config.n_trials:
+        if engine.count_done(trials) >= config.n_trials and _confirmation_complete(
+            storage, study_name, config
+        ):
             import optuna
 
             say(f"study {study_name!r} already has {config.n_trials} finished trials; nothing to run")
@@ -208,6 +217,18 @@ def run_study(
     added = engine.run_trials(
         study, objective, n_trials=config.n_trials, timeout=config.timeout, callbacks=[tracker, *callbacks]
     )
+    if config.confirmation.enabled and engine.count_done(study.get_trials(deepcopy=False)) >= config.n_trials:
+        confirmation = config.confirmation
+        say(
+            f"confirming the {confirmation.top} best trials and the baseline on "
+            f"{confirmation.seeds} fresh seeds each"
+        )
+        objective.plans.update(
+            {t.number: dict(t.user_attrs[PLAN_ATTR]) for t in study.get_trials() if PLAN_ATTR in t.user_attrs}
+        )
+        run_confirmation(
+            study, objective.confirm, confirmation, seed=config.seed, callbacks=confirm_callbacks
+        )
     engine.finish_tracking(study, tracker, record)
     return engine.outcome(
         study,
@@ -252,6 +273,8 @@ class TaskObjective:
         self.settings = settings
         self.seed = seed
         self.pruner = pruner
+        #: Study trial number → its plan, for :meth:`confirm` (filled before confirmation).
+        self.plans: dict[int, dict[str, Any]] = {}
 
     def __call__(self, trial: optuna.Trial) -> float:
         from lrtune.space import sample
@@ -276,23 +299,51 @@ class TaskObjective:
                 settings=settings,
                 on_epoch=hook,
             )
-            value = hook.value(result.final())
+            final = result.final()
+            value = hook.value(final)
+            trial.set_user_attr(VAL_LOSS_ATTR, _finite_or_none(final.val_loss))
+        return value
+
+    def confirm(self, trial: optuna.Trial) -> float:
+        """Retrain study trial ``trial.user_attrs["confirms"]`` with seed ``trial.user_attrs["seed"]``.
+
+        The objective of the companion study (:mod:`lrtune.study.confirm`): the run is logged as a
+        child of the study's parent run (``lrtune.role = confirm``), never pruned; a run that
+        diverges scores the worst value rather than failing, so it is not retried forever.
+        """
+        import optuna
+
+        from lrtune.trainer import fit
+
+        number, seed = trial.user_attrs.get(CONFIRMS_ATTR), trial.user_attrs.get(SEED_ATTR)
+        if number is None or seed is None:  # another worker took the last queued run first
+            raise optuna.TrialPruned("nothing left to confirm")
+        plan = self.plans[int(number)]
+        settings = dataclasses.replace(self.settings, seed=int(seed))
+        with self.tracker.start_confirm(int(number), seed=int(seed), params=plan_params(plan)) as run:
+            hook = _EpochLogger(run, self.task)
+            result = fit(
+                self.task,
+                optimizer=OptimizerSpec.from_dict(plan["optimizer"]),
+                schedule=plan["schedule"],
+                settings=settings,
+                on_epoch=hook,
+            )
+            final = result.final()
+            value = hook.value(final)
+            trial.set_user_attr(VAL_LOSS_ATTR, _finite_or_none(final.val_loss))
+        if math.isnan(value):
+            return -math.inf if self.record.direction == "maximize" else math.inf
         return value
 
 
-class _EpochHook:
-    """``fit``'s ``on_epoch``: log the epoch, prune on divergence, report to Optuna, prune if told."""
+class _EpochLogger:
+    """``fit``'s ``on_epoch`` for a run that is only logged: train/val loss, the metric, the LRs."""
 
-    def __init__(
-        self, trial: optuna.Trial, run: TrialRun, task: Task, *, metric: str, pruner: str, epochs: int
-    ) -> None:
+    def __init__(self, run: TrialRun, task: Task) -> None:
         from lrtune.tasks import metric_name
 
-        self.epochs = epochs
-        self.trial = trial
         self.run = run
-        self.metric = metric
-        self.pruner = pruner
         self.metric_name = metric_name(task)
 
     def value(self, epoch: EpochResult) -> float:
@@ -312,6 +363,22 @@ class _EpochHook:
             lrs=epoch.lrs,
             first_step=epoch.steps - len(epoch.lrs),
         )
+
+
+class _EpochHook(_EpochLogger):
+    """``fit``'s ``on_epoch`` for a trial: log the epoch, prune on divergence, report to Optuna, prune if told."""
+
+    def __init__(
+        self, trial: optuna.Trial, run: TrialRun, task: Task, *, metric: str, pruner: str, epochs: int
+    ) -> None:
+        super().__init__(run, task)
+        self.epochs = epochs
+        self.trial = trial
+        self.metric = metric
+        self.pruner = pruner
+
+    def __call__(self, epoch: EpochResult) -> None:
+        super().__call__(epoch)
         value = self.value(epoch)
         if epoch.diverged:
             engine.prune(
@@ -322,6 +389,43 @@ class _EpochHook:
         engine.report_epoch(
             self.trial, value, epoch.epoch, epochs=self.epochs, pruner=self.pruner, metric=self.metric
         )
+
+
+def plan_params(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """A plan as MLflow params: the schedule's keys (``type`` as ``schedule``) and the optimizer's name.
+
+    Example:
+        >>> plan_params({"schedule": {"type": "cosine", "base_lr": 0.1}, "optimizer": {"name": "sgd"}})
+        {'schedule': 'cosine', 'base_lr': 0.1, 'optimizer': 'sgd'}
+    """
+    spec = dict(plan["schedule"])
+    return {"schedule": spec.pop("type"), **spec, "optimizer": plan["optimizer"]["name"]}
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _confirmation_complete(
+    storage: optuna.storages.BaseStorage, study_name: str, config: StudyConfig
+) -> bool:
+    """Whether the study's confirmation is done for its current search (or not asked for)."""
+    import optuna
+
+    from lrtune.study.confirm import choose_candidates, load_confirm_study, read_confirmed, stored_candidates
+
+    if not config.confirmation.enabled:
+        return True
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    chosen = choose_candidates(study, config.confirmation, seed=config.seed)
+    if chosen is None:
+        return True
+    confirm_study = load_confirm_study(study)
+    return (
+        confirm_study is not None
+        and stored_candidates(confirm_study) == chosen
+        and read_confirmed(confirm_study) is not None
+    )
 
 
 def _read_bounds(path_text: str) -> tuple[LRBounds, dict[str, Any]]:
