@@ -27,8 +27,7 @@ from lrtune.study import storage as storage_module
 from lrtune.study.engine import min_resource, sampler_seed
 from lrtune.study.record import FINDER_ATTR_PREFIX, PLAN_ATTR, REASON_ATTR, RUN_ATTR, read_record
 from lrtune.study.runner import _EpochHook
-from lrtune.study_tracking import PARENT_ATTR
-from lrtune.tracking import TrackingSettings
+from lrtune.tracking import PARENT_ATTR, TrackingSettings
 from lrtune.trainer import EpochResult
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

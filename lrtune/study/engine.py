@@ -35,8 +35,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-    from lrtune.study_tracking import StudyTracker
-    from lrtune.tracking import TrackingSettings
+    from lrtune.tracking import StudyTracker, TrackingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +246,7 @@ def start_tracking(
         finder: optimizer → stored finder result (``finder.json`` keys).
         finder_files: optimizer → the range test's own files, when this run made them.
     """
-    from lrtune.study_tracking import PARENT_ATTR
+    from lrtune.tracking import PARENT_ATTR
 
     before = study.user_attrs.get(PARENT_ATTR)
     parent = tracker.ensure_parent(study, config_params=config_params)
@@ -333,7 +332,7 @@ def outcome(
 
     from lrtune.study.best import best_file
     from lrtune.study.confirm import confirm_counts
-    from lrtune.study_tracking import PARENT_ATTR
+    from lrtune.tracking import PARENT_ATTR
 
     states = optuna.trial.TrialState
     all_trials = study.get_trials(deepcopy=False)

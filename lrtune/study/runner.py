@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 
     from lrtune.config import StudyConfig
     from lrtune.space import LRBounds
-    from lrtune.study_tracking import StudyTracker, TrialRun
     from lrtune.tasks import Task
+    from lrtune.tracking import StudyTracker, TrialRun
     from lrtune.trainer import EpochResult, TrainSettings
 
 logger = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ def run_study(
                 tracking=tracking,
             )
 
-    from lrtune.study_tracking import StudyTracker
+    from lrtune.tracking import StudyTracker
 
     tracker = StudyTracker(tracking, study_name=study_name)
     _ = tracker.client  # a bad MLflow store fails here, before any work

@@ -13,7 +13,7 @@ runs (:mod:`lrtune.study.confirm`) are children too, tagged ``lrtune.role = conf
 ``lrtune.trial_number`` (the trial they retrain) and ``lrtune.seed``.
 
 A trial's params, per-epoch metrics and ``objective`` are sent by one background thread per
-tracker (:class:`lrtune.tracking.BatchWriter`), so training never waits for the store; a
+tracker (:class:`lrtune.tracking.writer.BatchWriter`), so training never waits for the store; a
 run is ended only after everything queued for it is stored, and :meth:`StudyTracker.flush`
 (called by ``finish_parent``) waits for the rest.
 
@@ -47,17 +47,17 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from lrtune.errors import LrtuneError, UsageError, one_line
-from lrtune.tracking import (
-    BatchWriter,
+from lrtune.tracking.masking import mask_secrets
+from lrtune.tracking.stores import (
     TrackingSettings,
     experiment_id,
     log_files,
     log_params,
     log_values,
-    mask_secrets,
     open_client,
     param_entities,
 )
+from lrtune.tracking.writer import BatchWriter
 
 if TYPE_CHECKING:
     import optuna
