@@ -540,7 +540,9 @@ def test_plateau_with_a_zero_floor_matches_reducelronplateau() -> None:
     torch_opt = torch_optimizer(0.1)
     torch_sched = ReduceLROnPlateau(torch_opt, mode="min", factor=0.5, patience=1, min_lr=0.0)
     _, opt = fresh_optimizer()
-    sched = build({"type": "plateau", "base_lr": 0.1, "decay_rate": 0.5, "patience": 1, "min_lr": 0}, opt, 100)
+    sched = build(
+        {"type": "plateau", "base_lr": 0.1, "decay_rate": 0.5, "patience": 1, "min_lr": 0}, opt, 100
+    )
     for loss in losses:
         torch_sched.step(loss)
         sched.step(loss)
