@@ -122,12 +122,20 @@ def _no_pruner(*, min_resource: int, max_resource: int) -> optuna.pruners.BasePr
     return optuna.pruners.NopPruner()
 
 
+def _racing(*, min_resource: int, max_resource: int) -> optuna.pruners.BasePruner:
+    from lrtune.study.racing import racing_pruner
+
+    return racing_pruner()  # its resource is seeds, not epochs: every run reaches the budget's end
+
+
 #: Pruner name → factory ``(*, min_resource, max_resource) -> optuna pruner``. Resources are
-#: the ``step`` values a trial reports; no trial is pruned before it reports ``min_resource``.
+#: the ``step`` values a trial reports (epochs; seeds for ``racing``); no trial is pruned
+#: before it reports ``min_resource``.
 PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
     "hyperband": _hyperband,
     "median": _median,
     "none": _no_pruner,
+    "racing": _racing,
 }
 
 

@@ -375,18 +375,26 @@ def prune(trial: optuna.Trial, reason: str) -> NoReturn:
 
 
 def report_epoch(
-    trial: optuna.Trial, value: float, epoch: int, *, epochs: int, pruner: str, metric: str
+    trial: optuna.Trial,
+    value: float,
+    epoch: int,
+    *,
+    epochs: int,
+    pruner: str,
+    metric: str,
+    unit: str = "epoch",
 ) -> None:
     """Report an epoch's value to Optuna and prune when the pruner says so.
 
     A non-finite value prunes at once (the loss diverged). After the last epoch the trial is
-    done: pruning it then would only lose its result, so the pruner is not asked.
+    done: pruning it then would only lose its result, so the pruner is not asked. ``unit``
+    names the resource in the reasons (``seed`` when racing reports one value per seed).
     """
     if not math.isfinite(value):
-        prune(trial, f"diverged in epoch {epoch} ({metric} {value}); the learning rate is too high")
+        prune(trial, f"diverged in {unit} {epoch} ({metric} {value}); the learning rate is too high")
     trial.report(value, epoch)
     if epoch < epochs and trial.should_prune():
-        prune(trial, f"pruned by the {pruner} pruner after epoch {epoch} ({metric} {value:.4g})")
+        prune(trial, f"pruned by the {pruner} pruner after {unit} {epoch} ({metric} {value:.4g})")
 
 
 __all__ = [

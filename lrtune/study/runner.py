@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import math
+import statistics
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from lrtune.errors import UsageError
 from lrtune.optimizers import OptimizerSpec
 from lrtune.study import engine
 from lrtune.study.confirm import CONFIRMS_ATTR, SEED_ATTR, run_confirmation
+from lrtune.study.racing import RACE_SEEDS, RACING, race_seed
 from lrtune.study.record import (
     PLAN_ATTR,
     RUN_ATTR,
@@ -31,7 +33,7 @@ from lrtune.study.record import (
     finder_results,
     incompatible,
 )
-from lrtune.study.selection import VAL_LOSS_ATTR
+from lrtune.study.selection import EPOCHS_ATTR, VAL_LOSS_ATTR
 from lrtune.study.storage import check_storage_url, open_storage
 
 if TYPE_CHECKING:
@@ -199,12 +201,7 @@ def run_study(
     say(
         f"study {study_name!r}: {config.n_trials} trials of {record.epochs} epochs × "
         f"{record.steps_per_epoch} steps, {record.metric} ({record.direction}), "
-        f"schedules {', '.join(record.schedules)}; "
-        + (
-            "no pruning"
-            if config.pruner == "none"
-            else f"{config.pruner} pruning from epoch {engine.min_resource(record)}"
-        )
+        f"schedules {', '.join(record.schedules)}; " + _pruning_line(config.pruner, record)
     )
     objective = TaskObjective(
         _prepared(task),
@@ -245,8 +242,11 @@ class TaskObjective:
     """The objective of a study over a task: sample a plan, train it, log and report every epoch.
 
     The objective value is the last epoch's validation metric (``val_loss`` without a metric),
-    so a schedule is judged by where it ends. A diverged epoch (NaN/inf or a loss explosion,
-    :class:`lrtune.trainer.EpochResult`) prunes the trial with its reason; the study goes on.
+    so a schedule is judged by where it ends; with the ``racing`` pruner it is the mean of that
+    over the seeds the trial trained (:mod:`lrtune.study.racing`). A diverged epoch (NaN/inf or a
+    loss explosion, :class:`lrtune.trainer.EpochResult`) prunes the trial with its reason; the
+    study goes on. Each trial records its final validation loss (``val_loss``, the tie-breaker of
+    :mod:`lrtune.study.selection`) and the epochs it trained (``epochs_trained``, its cost).
 
     Args:
         task: the task, loaded once per process (every trial builds a fresh model).
@@ -278,31 +278,78 @@ class TaskObjective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         from lrtune.space import sample
-        from lrtune.trainer import fit
 
         record = self.record
         plan = sample(
             trial, record.space, total_steps=record.total_steps, steps_per_epoch=record.steps_per_epoch
         )
         trial.set_user_attr(PLAN_ATTR, plan.to_dict())
-        settings = dataclasses.replace(self.settings, seed=(self.seed + trial.number) % 2**32)
-        with self.tracker.start_trial(trial, params=trial.params) as run:
-            trial.set_user_attr(RUN_ATTR, run.run_id)
-            hook = _EpochHook(
-                trial, run, self.task, metric=record.metric, pruner=self.pruner, epochs=record.epochs
-            )
+        seed = (self.seed + trial.number) % 2**32
+        epochs_trained: list[int] = []
+        try:
+            with self.tracker.start_trial(trial, params=trial.params) as run:
+                trial.set_user_attr(RUN_ATTR, run.run_id)
+                if self.pruner == RACING:
+                    return self._race(trial, run, plan.to_dict(), seed=seed, counted=epochs_trained)
+                hook = _EpochHook(
+                    trial, run, self.task, metric=record.metric, pruner=self.pruner, epochs=record.epochs
+                )
+                final = self._fit(plan.to_dict(), seed=seed, hook=hook, counted=epochs_trained)
+                trial.set_user_attr(VAL_LOSS_ATTR, _finite_or_none(final.val_loss))
+                return hook.value(final)
+        finally:
+            trial.set_user_attr(EPOCHS_ATTR, sum(epochs_trained))
+
+    def _fit(
+        self, plan: Mapping[str, Any], *, seed: int, hook: _EpochLogger, counted: list[int]
+    ) -> EpochResult:
+        """Train ``plan`` with ``seed``, every epoch through ``hook``; the final epoch."""
+        from lrtune.trainer import fit
+
+        try:
             result = fit(
                 self.task,
-                optimizer=plan.optimizer,
-                schedule=plan.schedule,
-                base_lr=plan.base_lr,
-                settings=settings,
+                optimizer=OptimizerSpec.from_dict(plan["optimizer"]),
+                schedule=plan["schedule"],
+                settings=dataclasses.replace(self.settings, seed=seed),
                 on_epoch=hook,
             )
-            final = result.final()
-            value = hook.value(final)
-            trial.set_user_attr(VAL_LOSS_ATTR, _finite_or_none(final.val_loss))
-        return value
+        finally:
+            counted.append(hook.epochs)
+        return result.final()
+
+    def _race(
+        self, trial: optuna.Trial, run: TrialRun, plan: Mapping[str, Any], *, seed: int, counted: list[int]
+    ) -> float:
+        """Train ``plan`` to the end on up to :data:`RACE_SEEDS` seeds, reporting the running mean."""
+        record = self.record
+        values: list[float] = []
+        losses: list[float] = []
+        for index in range(RACE_SEEDS):
+            hook = _EpochHook(
+                trial,
+                run if index == 0 else None,
+                self.task,
+                metric=record.metric,
+                pruner=self.pruner,
+                epochs=record.epochs,
+                report=False,
+            )
+            final = self._fit(plan, seed=race_seed(base=seed, index=index), hook=hook, counted=counted)
+            values.append(hook.value(final))
+            losses.append(final.val_loss)
+            run.log_values({"race_value": values[-1]}, step=index + 1)
+            trial.set_user_attr(VAL_LOSS_ATTR, _finite_or_none(statistics.fmean(losses)))
+            engine.report_epoch(
+                trial,
+                statistics.fmean(values),
+                index + 1,
+                epochs=RACE_SEEDS,
+                pruner=self.pruner,
+                metric=record.metric,
+                unit="seed",
+            )
+        return statistics.fmean(values)
 
     def confirm(self, trial: optuna.Trial) -> float:
         """Retrain study trial ``trial.user_attrs["confirms"]`` with seed ``trial.user_attrs["seed"]``.
@@ -313,23 +360,13 @@ class TaskObjective:
         """
         import optuna
 
-        from lrtune.trainer import fit
-
         number, seed = trial.user_attrs.get(CONFIRMS_ATTR), trial.user_attrs.get(SEED_ATTR)
         if number is None or seed is None:  # another worker took the last queued run first
             raise optuna.TrialPruned("nothing left to confirm")
         plan = self.plans[int(number)]
-        settings = dataclasses.replace(self.settings, seed=int(seed))
         with self.tracker.start_confirm(int(number), seed=int(seed), params=plan_params(plan)) as run:
             hook = _EpochLogger(run, self.task)
-            result = fit(
-                self.task,
-                optimizer=OptimizerSpec.from_dict(plan["optimizer"]),
-                schedule=plan["schedule"],
-                settings=settings,
-                on_epoch=hook,
-            )
-            final = result.final()
+            final = self._fit(plan, seed=int(seed), hook=hook, counted=[])
             value = hook.value(final)
             trial.set_user_attr(VAL_LOSS_ATTR, _finite_or_none(final.val_loss))
         if math.isnan(value):
@@ -338,13 +375,17 @@ class TaskObjective:
 
 
 class _EpochLogger:
-    """``fit``'s ``on_epoch`` for a run that is only logged: train/val loss, the metric, the LRs."""
+    """``fit``'s ``on_epoch`` for a run that is only logged: train/val loss, the metric, the LRs.
 
-    def __init__(self, run: TrialRun, task: Task) -> None:
+    With ``run`` None nothing is logged (a racing trial logs the curves of its first seed only).
+    """
+
+    def __init__(self, run: TrialRun | None, task: Task) -> None:
         from lrtune.tasks import metric_name
 
         self.run = run
         self.metric_name = metric_name(task)
+        self.epochs = 0  # epochs trained so far, for the study's budget
 
     def value(self, epoch: EpochResult) -> float:
         if self.metric_name is None or epoch.val_metric is None:
@@ -352,6 +393,9 @@ class _EpochLogger:
         return float(epoch.val_metric)
 
     def __call__(self, epoch: EpochResult) -> None:
+        self.epochs += 1
+        if self.run is None:
+            return
         metrics = (
             {self.metric_name: epoch.val_metric} if self.metric_name and epoch.val_metric is not None else {}
         )
@@ -366,16 +410,28 @@ class _EpochLogger:
 
 
 class _EpochHook(_EpochLogger):
-    """``fit``'s ``on_epoch`` for a trial: log the epoch, prune on divergence, report to Optuna, prune if told."""
+    """``fit``'s ``on_epoch`` for a trial: log the epoch, prune on divergence, report to Optuna, prune if told.
+
+    With ``report`` false (racing, which reports per seed) epochs are not reported.
+    """
 
     def __init__(
-        self, trial: optuna.Trial, run: TrialRun, task: Task, *, metric: str, pruner: str, epochs: int
+        self,
+        trial: optuna.Trial,
+        run: TrialRun | None,
+        task: Task,
+        *,
+        metric: str,
+        pruner: str,
+        epochs: int,
+        report: bool = True,
     ) -> None:
         super().__init__(run, task)
-        self.epochs = epochs
+        self.total_epochs = epochs
         self.trial = trial
         self.metric = metric
         self.pruner = pruner
+        self.report = report
 
     def __call__(self, epoch: EpochResult) -> None:
         super().__call__(epoch)
@@ -386,9 +442,25 @@ class _EpochHook(_EpochLogger):
                 f"diverged in epoch {epoch.epoch} (train_loss {epoch.train_loss:.4g}, "
                 f"val_loss {epoch.val_loss:.4g}); the learning rate is too high",
             )
-        engine.report_epoch(
-            self.trial, value, epoch.epoch, epochs=self.epochs, pruner=self.pruner, metric=self.metric
+        if self.report:
+            engine.report_epoch(
+                self.trial,
+                value,
+                epoch.epoch,
+                epochs=self.total_epochs,
+                pruner=self.pruner,
+                metric=self.metric,
+            )
+
+
+def _pruning_line(pruner: str, record: StudyRecord) -> str:
+    if pruner == "none":
+        return "no pruning"
+    if pruner == RACING:
+        return (
+            f"racing: every trial trains its whole schedule; the best third train {RACE_SEEDS} seeds in all"
         )
+    return f"{pruner} pruning from epoch {engine.min_resource(record)}"
 
 
 def plan_params(plan: Mapping[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 #: Trial attribute holding the final epoch's validation loss (the tie-breaker).
 VAL_LOSS_ATTR = "val_loss"
+#: Trial attribute holding the epochs the trial trained (all its seeds, when racing): its cost.
+EPOCHS_ATTR = "epochs_trained"
 #: Trial attribute marking the study's baseline (value :data:`BASELINE_ROLE`).
 ROLE_ATTR = "role"
 BASELINE_ROLE = "baseline"
@@ -180,6 +182,7 @@ def confirmed_winner(confirmed: Sequence[Confirmed], *, baseline_number: int, di
 
 __all__ = [
     "BASELINE_ROLE",
+    "EPOCHS_ATTR",
     "ROLE_ATTR",
     "VAL_LOSS_ATTR",
     "Confirmed",
