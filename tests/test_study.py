@@ -27,8 +27,7 @@ from lrtune.study import storage as storage_module
 from lrtune.study.engine import min_resource, sampler_seed
 from lrtune.study.record import FINDER_ATTR_PREFIX, PLAN_ATTR, REASON_ATTR, RUN_ATTR, read_record
 from lrtune.study.runner import _EpochHook
-from lrtune.study_tracking import PARENT_ATTR
-from lrtune.tracking import TrackingSettings
+from lrtune.tracking import PARENT_ATTR, TrackingSettings
 from lrtune.trainer import EpochResult
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -87,6 +86,7 @@ def config_in(folder: Path, **values: Any) -> StudyConfig:
         "tracking_uri": f"sqlite:///{folder}/mlflow.db",
         "study_name": "digits-test",
         "device": "cpu",
+        "confirm": 0,  # confirmation has its own tests (tests/test_confirm.py)
     }
     base.update(values)
     return build_config(None, base)
@@ -157,7 +157,8 @@ def test_storage_holds_every_trial_with_its_plan(resumed: Resumed) -> None:
 
     trials = study.get_trials()
     assert trials[0].params == baseline_params(record.space)
-    assert trials[0].params["base_lr"] == 0.1 and trials[0].params["schedule"] == "constant"
+    assert trials[0].params["base_lr"] == 0.1 and trials[0].params["schedule"] == "cosine"
+    assert trials[0].user_attrs["role"] == "baseline"
     for trial in trials:
         plan = trial.user_attrs[PLAN_ATTR]
         assert plan["schedule"]["type"] == trial.params["schedule"]

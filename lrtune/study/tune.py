@@ -34,8 +34,7 @@ from lrtune.study.record import PLAN_ATTR, RUN_ATTR, StudyRecord, incompatible
 if TYPE_CHECKING:
     import optuna
 
-    from lrtune.study_tracking import StudyTracker, TrialRun
-    from lrtune.tracking import TrackingSettings
+    from lrtune.tracking import StudyTracker, TrackingSettings, TrialRun
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +140,7 @@ def tune(
     )
     tracker: StudyTracker | None = None
     if tracking is not None and engine.count_done(study.get_trials(deepcopy=False)) < n_trials:
-        from lrtune.study_tracking import StudyTracker
+        from lrtune.tracking import StudyTracker
 
         tracker = StudyTracker(tracking, study_name=study_name)
         engine.start_tracking(study, tracker, config_params=config, finder={})
