@@ -1,6 +1,6 @@
 """The data behind the built-in tasks, as ``(train, val, test)`` datasets; models and losses are not here.
 
-scikit-learn's bundled digits and the generated Friedman #1 regression need no files. MNIST, Fashion-MNIST
+scikit-learn's bundled digits, the generated Friedman #1 regression and MNIST-1D need no files. MNIST, Fashion-MNIST
 and CIFAR-10 are read by torchvision from a data folder (downloaded there when allowed), with one clear
 :class:`~lrtune.errors.DataUnavailableError` when they are missing. Any class-per-folder image collection
 becomes a stratified, deterministic split of :class:`ImageFiles`. Every split is deterministic; ``test``
@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import os
+import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -112,6 +114,52 @@ def friedman_splits() -> tuple[TensorDataset, TensorDataset, TensorDataset]:
         return TensorDataset(inputs, targets)
 
     return tensors(x_train, y_train), tensors(x_val, y_val), tensors(x_test, y_test)
+
+
+#: MNIST-1D: 4,000 training sequences (of which :data:`MNIST1D_VAL` are held out for validation).
+MNIST1D_VAL = 400
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The MNIST-1D arrays (``x``, ``y``, ``x_test``, ``y_test``), generated once per process."""
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:
+        raise DataUnavailableError(
+            "the mnist1d task needs the mnist1d package: pip install mnist1d==0.0.2.post1"
+        ) from None
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:  # make_dataset seeds Python's and NumPy's global generators; leave them as they were
+        data = make_dataset(get_dataset_args())
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    arrays = (
+        np.asarray(data["x"], dtype=np.float32),
+        np.asarray(data["y"], dtype=np.int64),
+        np.asarray(data["x_test"], dtype=np.float32),
+        np.asarray(data["y_test"], dtype=np.int64),
+    )
+    for array in arrays:
+        array.setflags(write=False)
+    return arrays
+
+
+def mnist1d_splits() -> tuple[TensorDataset, TensorDataset, TensorDataset]:
+    """MNIST-1D (Greydanus, 2020): 1-D sequences of length 40, 10 classes, generated offline in seconds.
+
+    The package's default arguments (seed 42) give 4,000 training and 1,000 test sequences; train
+    3,600 / val 400 are a stratified, deterministic split of the 4,000, and test is the package's 1,000.
+    The data is generated once per process; every call returns fresh tensors.
+    """
+    x, y, x_test, y_test = _mnist1d_arrays()
+    train_idx, val_idx = stratified_split(y, MNIST1D_VAL)
+
+    def tensors(xs: np.ndarray, ys: np.ndarray) -> TensorDataset:
+        return TensorDataset(torch.tensor(xs), torch.tensor(ys))
+
+    return tensors(x[train_idx], y[train_idx]), tensors(x[val_idx], y[val_idx]), tensors(x_test, y_test)
 
 
 # --------------------------------------------------------------------------- torchvision data sets

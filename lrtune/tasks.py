@@ -40,10 +40,11 @@ from lrtune.datasets import (
     fashion_mnist_splits,
     friedman_splits,
     imagefolder_splits,
+    mnist1d_splits,
     mnist_splits,
 )
 from lrtune.errors import TaskError, one_line
-from lrtune.models import cifar_resnet18, mlp, small_cnn
+from lrtune.models import cifar_resnet18, conv1d_net, mlp, small_cnn
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +262,24 @@ def friedman_nll_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) 
     )
 
 
+def mnist1d_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Task:
+    """MNIST-1D (generated offline): train 3,600 / val 400 / test 1,000 sequences of length 40, MLP 40-100-100-10."""
+    return _mnist1d("mnist1d", functools.partial(mlp, 40, (100, 100), 10))
+
+
+def mnist1d_cnn_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Task:
+    """MNIST-1D with a small 1-D CNN (three stride-2 convolutions of 25 channels, ~5k parameters).
+
+    Learning rate and schedule move its test accuracy by many points, so a study has something to find.
+    """
+    return _mnist1d("mnist1d-cnn", functools.partial(conv1d_net, 40, 10))
+
+
+def _mnist1d(name: str, model: Callable[[], nn.Module]) -> Task:
+    train, val, test = mnist1d_splits()
+    return Task(name=name, model=model, train=train, val=val, batch_size=100, test=test)
+
+
 # --------------------------------------------------------------------------- torchvision tasks
 # val: a deterministic, stratified 10 % of the official training set (never augmented); test: the
 # official test set.
@@ -332,6 +351,8 @@ TASKS: dict[str, Callable[[Path, bool], Task]] = {
     "digits": digits_task,
     "friedman": friedman_task,
     "friedman-nll": friedman_nll_task,
+    "mnist1d": mnist1d_task,
+    "mnist1d-cnn": mnist1d_cnn_task,
     "mnist": mnist_task,
     "fashion-mnist": fashion_mnist_task,
     "cifar10": cifar10_task,

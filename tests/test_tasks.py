@@ -198,8 +198,64 @@ def test_friedman_tasks(name: str, outputs: int, loss: Any) -> None:
     assert task.model()(x[:3]).shape == (3, outputs)
 
 
+def test_mnist1d_tasks_generate_offline_with_fixed_disjoint_splits(monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+    import socket
+
+    import numpy as np
+
+    from lrtune import datasets
+
+    def no_network(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    datasets._mnist1d_arrays.cache_clear()  # generate for real, not from this process's cache
+    random.seed(7)
+    np.random.seed(7)
+    py_state, np_state = random.getstate(), np.random.get_state()[1].copy()
+    task = load_task("mnist1d")
+    assert random.getstate() == py_state and np.array_equal(np.random.get_state()[1], np_state)
+    assert (task.name, size(task.train), size(task.val), size(task.test), task.batch_size) == (
+        "mnist1d", 3600, 400, 1000, 100
+    )  # fmt: skip
+    x, y = task.train.tensors  # type: ignore[attr-defined]
+    assert x.shape == (3600, 40) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert set(y.tolist()) == set(range(10))
+    train_rows, val_rows, test_rows = rows(task.train), rows(task.val), rows(task.test)
+    assert len(train_rows | val_rows | test_rows) == 5000  # disjoint
+    # Stratified: each class gives a tenth of its 4,000-set share to validation.
+    val_counts = torch.bincount(task.val.tensors[1], minlength=10)  # type: ignore[attr-defined]
+    all_counts = val_counts + torch.bincount(y, minlength=10)
+    assert torch.all((val_counts.float() - all_counts.float() / 10).abs() <= 1)
+    cnn = load_task("mnist1d-cnn")  # the same data from the cache, a different model
+    assert cnn.name == "mnist1d-cnn" and torch.equal(cnn.val.tensors[0], task.val.tensors[0])  # type: ignore[attr-defined]
+    assert cnn.train.tensors[0] is not task.train.tensors[0]  # type: ignore[attr-defined]
+    datasets._mnist1d_arrays.cache_clear()
+    again = load_task("mnist1d")  # generated anew: the same sequences
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(again, split).tensors[0], getattr(task, split).tensors[0])
+        assert torch.equal(getattr(again, split).tensors[1], getattr(task, split).tensors[1])
+    assert task.model()(x[:3]).shape == (3, 10)
+    assert cnn.model()(x[:3]).shape == (3, 10)
+    assert sum(p.numel() for p in cnn.model().parameters()) < 10_000
+
+
+def test_mnist1d_study_file_is_valid() -> None:
+    from lrtune.config import build_config, load_study_file
+
+    path = Path(__file__).resolve().parents[1] / "studies" / "mnist1d-cnn.yaml"
+    lines = path.read_text().splitlines()
+    header = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
+    assert any("Time" in line for line in header) and any("Hardware" in line for line in header)
+    config = build_config(load_study_file(path), {})
+    assert (config.study_name, config.task, config.n_trials) == ("mnist1d-cnn", "mnist1d-cnn", 30)
+
+
 def test_registry_lists_the_builtins_and_fails_loudly() -> None:
-    assert set(TASKS) == {"digits", "friedman", "friedman-nll", "mnist", "fashion-mnist", "cifar10"}
+    assert set(TASKS) == {
+        "digits", "friedman", "friedman-nll", "mnist1d", "mnist1d-cnn", "mnist", "fashion-mnist", "cifar10"
+    }  # fmt: skip
     with pytest.raises(TaskError, match=r"unknown task 'digit'; built-in tasks: digits, friedman") as info:
         load_task("digit")
     assert "module:function" in str(info.value)
