@@ -314,6 +314,23 @@ Wu et al. 2018). A trial whose loss diverges is pruned with the reason; the stud
     "--amp/--no-amp", default=None, help="Mixed precision on CUDA [default: off, or the study file's]."
 )
 @click.option(
+    "--confirm",
+    type=int,
+    default=None,
+    metavar="K",
+    help=_from_file(
+        "confirm",
+        "Retrain the K best trials and the baseline on fresh seeds before naming a winner (0: off).",
+    ),
+)
+@click.option(
+    "--confirm-seeds",
+    type=int,
+    default=None,
+    metavar="M",
+    help=_from_file("confirm_seeds", "Fresh seeds per confirmed candidate (0: off)."),
+)
+@click.option(
     "--param-group",
     "param_groups",
     multiple=True,
@@ -336,9 +353,27 @@ def study(study_file: Path | None, **options: Any) -> None:
     outcome = run_study(
         config,
         callbacks=[_TrialPrinter(config.n_trials)],
+        confirm_callbacks=[_ConfirmPrinter()],
         notify=lambda line: click.echo(line, err=True),
     )
     _print_study_summary(outcome)
+
+
+class _ConfirmPrinter:
+    """Optuna callback of the confirmation study: one line per finished confirmation run."""
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        from lrtune.study.confirm import CONFIRMS_ATTR, SEED_ATTR, confirm_progress
+
+        if CONFIRMS_ATTR not in trial.user_attrs:
+            return
+        done, planned = confirm_progress(study)
+        value = "-" if trial.value is None else f"{trial.value:.4g}"
+        width = len(str(planned))
+        click.echo(
+            f"[{done:>{width}}/{planned}] confirm trial {trial.user_attrs[CONFIRMS_ATTR]:<4} "
+            f"seed {trial.user_attrs[SEED_ATTR]:<10} {value:>8}  {trial.state.name:<8}"
+        )
 
 
 class _TrialPrinter:
@@ -379,17 +414,37 @@ def _print_study_summary(outcome: Any) -> None:
         f"{outcome.failed} failed (this run added {outcome.added}; total asked {outcome.n_trials})"
     )
     rows = [("objective", f"{outcome.metric} ({outcome.direction})")]
-    if outcome.best is not None:
+    best = outcome.best
+    if outcome.confirm_planned:
+        rows.append(("confirmed", f"{outcome.confirmed} of {outcome.confirm_planned} runs on fresh seeds"))
+    if best is not None and best.get("confirmed"):
+        seeds = len(best["seeds"])
+        base = best["baseline"]
         rows += [
-            ("best", f"{outcome.best['value']:.6g} (trial {outcome.best_trial})"),
-            ("schedule", json.dumps(outcome.best["schedule"])),
-            ("optimizer", json.dumps(outcome.best["optimizer"])),
+            (
+                "winner",
+                f"trial {outcome.best_trial}: {best['mean']:.4g} ± {best['std']:.2g} over {seeds} fresh seeds",
+            ),
+            (
+                "baseline",
+                f"trial {base['trial']} ({base['schedule']['type']} from the finder's suggestion): "
+                f"{base['mean']:.4g} ± {base['std']:.2g}",
+            ),
+            ("gain", f"{best['gain']:+.4g} (winner − baseline, positive = better)"),
         ]
-        if outcome.best.get("param_groups"):
-            factors = {name: round(g["lr_factor"], 4) for name, g in outcome.best["param_groups"].items()}
-            rows.append(("lr factors", json.dumps(factors)))
+        if best["trial"] == base["trial"]:
+            rows.append(("verdict", "the search found nothing better than the baseline: use the baseline"))
+    elif best is not None:
+        rows.append(
+            ("best", f"{best['value']:.6g} (trial {outcome.best_trial}; not confirmed on fresh seeds)")
+        )
     else:
         rows.append(("best", "no complete trial yet"))
+    if best is not None:
+        rows += [("schedule", json.dumps(best["schedule"])), ("optimizer", json.dumps(best["optimizer"]))]
+    if best is not None and best.get("param_groups"):
+        factors = {name: round(g["lr_factor"], 4) for name, g in best["param_groups"].items()}
+        rows.append(("lr factors", json.dumps(factors)))
     rows.append(("storage", outcome.storage))
     if outcome.tracking_uri is not None:
         parent = f", parent run {outcome.parent_run_id}" if outcome.parent_run_id else ""

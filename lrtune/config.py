@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from lrtune.errors import UsageError
 from lrtune.optimizers import OPTIMIZER_NAMES
 from lrtune.space import SEARCHABLE_TYPES, LRBounds, SearchSpace
+from lrtune.study.confirm import ConfirmSettings
 from lrtune.tracking import mask_secrets
 
 if TYPE_CHECKING:
@@ -121,12 +122,20 @@ def _no_pruner(*, min_resource: int, max_resource: int) -> optuna.pruners.BasePr
     return optuna.pruners.NopPruner()
 
 
+def _racing(*, min_resource: int, max_resource: int) -> optuna.pruners.BasePruner:
+    from lrtune.study.racing import racing_pruner
+
+    return racing_pruner()  # its resource is seeds, not epochs: every run reaches the budget's end
+
+
 #: Pruner name → factory ``(*, min_resource, max_resource) -> optuna pruner``. Resources are
-#: the ``step`` values a trial reports; no trial is pruned before it reports ``min_resource``.
+#: the ``step`` values a trial reports (epochs; seeds for ``racing``); no trial is pruned
+#: before it reports ``min_resource``.
 PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
     "hyperband": _hyperband,
     "median": _median,
     "none": _no_pruner,
+    "racing": _racing,
 }
 
 
@@ -315,6 +324,8 @@ _CHECKS: dict[str, Callable[[str, object], Any]] = {
     "seed": lambda n, v: _integer(n, v, minimum=0),
     "device": _device,
     "amp": _flag,
+    "confirm": lambda n, v: _integer(n, v, minimum=0),
+    "confirm_seeds": lambda n, v: _integer(n, v, minimum=0),
     "param_groups": _param_groups,
     "group_factor_range": _factor_range,
 }
@@ -361,6 +372,9 @@ class StudyConfig:
         seed: base seed of the sampler and the trials.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         amp: mixed precision on CUDA.
+        confirm: after the search, retrain this many best trials and the baseline on fresh seeds
+            and name the winner by its mean (0: off; see :mod:`lrtune.study.confirm`).
+        confirm_seeds: the fresh seeds of each confirmed candidate (0: off).
         param_groups: named parts of the model, ``{NAME: REGEX}`` or ``NAME=REGEX`` strings (first
             match wins; the rest is the group ``default`` at factor 1); each part's LR factor is searched.
         group_factor_range: ``(low, high)`` of the log-uniform search of the parts' factors.
@@ -392,6 +406,8 @@ class StudyConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    confirm: int = 3
+    confirm_seeds: int = 3
     param_groups: tuple[tuple[str, str], ...] = ()
     group_factor_range: tuple[float, float] = (0.01, 1.0)
 
@@ -404,6 +420,11 @@ class StudyConfig:
             object.__setattr__(self, "study_name", default_study_name(self.task))
         if self.experiment is None:
             object.__setattr__(self, "experiment", self.study_name)
+
+    @property
+    def confirmation(self) -> ConfirmSettings:
+        """How the winner is confirmed."""
+        return ConfirmSettings(top=self.confirm, seeds=self.confirm_seeds)
 
     @property
     def optimizers(self) -> tuple[str, ...]:

@@ -1,21 +1,25 @@
-"""The data behind the built-in tasks, as ``(train, val)`` datasets; models and losses are not here.
+"""The data behind the built-in tasks, as ``(train, val, test)`` datasets; models and losses are not here.
 
-scikit-learn's bundled digits and the generated Friedman #1 regression need no files. MNIST, Fashion-MNIST
+scikit-learn's bundled digits, the generated Friedman #1 regression and MNIST-1D need no files. MNIST, Fashion-MNIST
 and CIFAR-10 are read by torchvision from a data folder (downloaded there when allowed), with one clear
 :class:`~lrtune.errors.DataUnavailableError` when they are missing. Any class-per-folder image collection
-becomes a stratified, deterministic split of :class:`ImageFiles`.
+becomes a stratified, deterministic split of :class:`ImageFiles`. Every split is deterministic; ``test``
+is held out from everything a study selects on.
 
 Example:
-    >>> train, val = digits_splits()
-    >>> len(train), len(val), tuple(train[0][0].shape)
-    (1437, 360, (64,))
+    >>> train, val, test = digits_splits()
+    >>> len(train), len(val), len(test), tuple(train[0][0].shape)
+    (1437, 180, 180, (64,))
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import io
 import os
+import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,31 +30,81 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from lrtune.errors import DataUnavailableError, TaskError, one_line
 
+# --------------------------------------------------------------------------- splitting
+
+
+def stratified_split(labels: Any, held_out: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(kept, held)``: exactly ``held_out`` samples held out, each class in proportion.
+
+    Class ``c`` of ``n_c`` samples gives ``held_out · n_c / n`` rounded by largest remainder (ties to
+    the smaller class label), drawn from a permutation seeded by ``seed``; both index arrays are sorted.
+    Works for any size, also when there are more classes than held-out samples.
+
+    Example:
+        >>> kept, held = stratified_split([0, 0, 0, 0, 1, 1, 1, 1], 4)
+        >>> len(kept), len(held), sorted(int(i) // 4 for i in held)
+        (4, 4, [0, 0, 1, 1])
+    """
+    labels = np.asarray(labels).reshape(-1)
+    total = len(labels)
+    if not 0 <= held_out <= total:
+        raise ValueError(f"cannot hold out {held_out} of {total} samples, got {held_out=}")
+    classes, counts = np.unique(labels, return_counts=True)
+    quotas = held_out * counts / total if total else counts * 0.0
+    take = np.floor(quotas).astype(np.int64)
+    order = np.argsort(-(quotas - take), kind="stable")
+    take[order[: held_out - int(take.sum())]] += 1
+    rng = np.random.default_rng(seed)
+    held: list[np.ndarray] = []
+    for label, count in zip(classes, take, strict=True):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        held.append(members[:count])
+    held_idx = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
+    kept_mask = np.ones(total, dtype=bool)
+    kept_mask[held_idx] = False
+    return np.flatnonzero(kept_mask), held_idx
+
+
 # --------------------------------------------------------------------------- bundled and generated data
 
 
-def digits_splits() -> tuple[TensorDataset, TensorDataset]:
-    """scikit-learn's bundled 8×8 digits (1,797 images) scaled to [0, 1]: an 80/20 stratified split."""
+def digits_splits() -> tuple[TensorDataset, TensorDataset, TensorDataset]:
+    """scikit-learn's bundled 8×8 digits (1,797 images) scaled to [0, 1], stratified and deterministic.
+
+    Train 1,437 (80 %); the 360 held-out images are split in half, stratified: val 180, test 180.
+    """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32)
     y = digits.target.astype(np.int64)
-    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
+    x_train, x_out, y_train, y_out = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
+    val_idx, test_idx = stratified_split(y_out, len(y_out) // 2)
+
+    def tensors(xs: np.ndarray, ys: np.ndarray) -> TensorDataset:
+        return TensorDataset(
+            torch.from_numpy(np.ascontiguousarray(xs)), torch.from_numpy(np.ascontiguousarray(ys))
+        )
+
     return (
-        TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y_train)),
-        TensorDataset(torch.from_numpy(x_val), torch.from_numpy(y_val)),
+        tensors(x_train, y_train),
+        tensors(x_out[val_idx], y_out[val_idx]),
+        tensors(x_out[test_idx], y_out[test_idx]),
     )
 
 
-def friedman_splits() -> tuple[TensorDataset, TensorDataset]:
-    """Friedman #1 regression (4,000 samples, 10 features, noise 0.5): 80/20 split, standardized."""
+def friedman_splits() -> tuple[TensorDataset, TensorDataset, TensorDataset]:
+    """Friedman #1 regression (4,000 samples, 10 features, noise 0.5), standardized by the train part.
+
+    Train 3,200 (80 %); the 800 held-out samples are split in half: val 400, test 400.
+    """
     from sklearn.datasets import make_friedman1
     from sklearn.model_selection import train_test_split
 
     x, y = make_friedman1(n_samples=4000, n_features=10, noise=0.5, random_state=0)
-    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=0.2, random_state=0)
+    x_train, x_out, y_train, y_out = train_test_split(x, y, test_size=0.2, random_state=0)
+    x_val, x_test, y_val, y_test = train_test_split(x_out, y_out, test_size=0.5, random_state=0)
     x_mean, x_std = x_train.mean(axis=0), x_train.std(axis=0)
     y_mean, y_std = y_train.mean(), y_train.std()
 
@@ -59,10 +113,60 @@ def friedman_splits() -> tuple[TensorDataset, TensorDataset]:
         targets = torch.from_numpy(((ys - y_mean) / y_std).astype(np.float32)).unsqueeze(1)
         return TensorDataset(inputs, targets)
 
-    return tensors(x_train, y_train), tensors(x_val, y_val)
+    return tensors(x_train, y_train), tensors(x_val, y_val), tensors(x_test, y_test)
+
+
+#: MNIST-1D: 4,000 training sequences (of which :data:`MNIST1D_VAL` are held out for validation).
+MNIST1D_VAL = 400
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The MNIST-1D arrays (``x``, ``y``, ``x_test``, ``y_test``), generated once per process."""
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:
+        raise DataUnavailableError(
+            "the mnist1d task needs the mnist1d package: pip install mnist1d==0.0.2.post1"
+        ) from None
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:  # make_dataset seeds Python's and NumPy's global generators; leave them as they were
+        data = make_dataset(get_dataset_args())
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    arrays = (
+        np.asarray(data["x"], dtype=np.float32),
+        np.asarray(data["y"], dtype=np.int64),
+        np.asarray(data["x_test"], dtype=np.float32),
+        np.asarray(data["y_test"], dtype=np.int64),
+    )
+    for array in arrays:
+        array.setflags(write=False)
+    return arrays
+
+
+def mnist1d_splits() -> tuple[TensorDataset, TensorDataset, TensorDataset]:
+    """MNIST-1D (Greydanus, 2020): 1-D sequences of length 40, 10 classes, generated offline in seconds.
+
+    The package's default arguments (seed 42) give 4,000 training and 1,000 test sequences; train
+    3,600 / val 400 are a stratified, deterministic split of the 4,000, and test is the package's 1,000.
+    The data is generated once per process; every call returns fresh tensors.
+    """
+    x, y, x_test, y_test = _mnist1d_arrays()
+    train_idx, val_idx = stratified_split(y, MNIST1D_VAL)
+
+    def tensors(xs: np.ndarray, ys: np.ndarray) -> TensorDataset:
+        return TensorDataset(torch.tensor(xs), torch.tensor(ys))
+
+    return tensors(x[train_idx], y[train_idx]), tensors(x[val_idx], y[val_idx]), tensors(x_test, y_test)
 
 
 # --------------------------------------------------------------------------- torchvision data sets
+
+
+#: Share of the official training set of a torchvision data set held out for validation.
+VAL_FRACTION = 0.1
 
 
 def _torchvision_splits(
@@ -76,15 +180,19 @@ def _torchvision_splits(
     files: Sequence[str],
     train_transform: Any,
     val_transform: Any,
-) -> tuple[Dataset[Any], Dataset[Any]]:
-    """Build the train and test splits of a torchvision dataset, or explain why they are missing."""
+) -> tuple[Dataset[Any], Dataset[Any], Dataset[Any]]:
+    """The train, val and test splits of a torchvision dataset, or one error saying why it is missing.
+
+    ``val`` is a deterministic, stratified :data:`VAL_FRACTION` of the official training set, read with
+    ``val_transform`` (no augmentation); ``train`` is the rest; ``test`` is the official test set.
+    """
     root = Path(data_dir)
     created = [p for p in (root, root / folder, root / folder / "raw") if not p.exists()]
     try:
         # torchvision reports download progress on stdout/stderr; the CLI owns the terminal.
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            train = factory(root=str(root), train=True, download=download, transform=train_transform)
-            val = factory(root=str(root), train=False, download=download, transform=val_transform)
+            official_train = factory(root=str(root), train=True, download=download, transform=train_transform)
+            test = factory(root=str(root), train=False, download=download, transform=val_transform)
     except Exception as exc:
         for path in reversed(created):  # leave no empty folders behind from a failed download
             with contextlib.suppress(OSError):
@@ -99,7 +207,16 @@ def _torchvision_splits(
             f"get it on a machine with internet (`lrtune find --task {task_name} --data-dir DIR` "
             "downloads it into DIR), copy DIR here and pass --data-dir DIR"
         ) from None
-    return train, val
+    plain_train = official_train
+    if val_transform is not train_transform:  # the same images, without augmentation
+        from torchvision.datasets.vision import StandardTransform
+
+        plain_train = copy.copy(official_train)
+        plain_train.transform = val_transform  # type: ignore[attr-defined]
+        plain_train.transforms = StandardTransform(val_transform, None)  # type: ignore[attr-defined]
+    labels = np.asarray(official_train.targets)  # type: ignore[attr-defined]
+    train_idx, val_idx = stratified_split(labels, round(VAL_FRACTION * len(labels)))
+    return Subset(official_train, train_idx.tolist()), Subset(plain_train, val_idx.tolist()), test
 
 
 _MNIST_FILES = (
@@ -110,14 +227,14 @@ _MNIST_FILES = (
 )
 
 
-def mnist_splits(data_dir: Path, download: bool) -> tuple[Dataset[Any], Dataset[Any]]:
+def mnist_splits(data_dir: Path, download: bool) -> tuple[Dataset[Any], Dataset[Any], Dataset[Any]]:
     """MNIST (torchvision, read from ``data_dir/MNIST/raw``), normalized."""
     from torchvision import datasets
 
     return _mnist_like("MNIST", "mnist", datasets.MNIST, "MNIST", (0.1307, 0.3081), data_dir, download)
 
 
-def fashion_mnist_splits(data_dir: Path, download: bool) -> tuple[Dataset[Any], Dataset[Any]]:
+def fashion_mnist_splits(data_dir: Path, download: bool) -> tuple[Dataset[Any], Dataset[Any], Dataset[Any]]:
     """Fashion-MNIST (torchvision, ``data_dir/FashionMNIST/raw``), normalized."""
     from torchvision import datasets
 
@@ -140,7 +257,7 @@ def _mnist_like(
     mean_std: tuple[float, float],
     data_dir: Path,
     download: bool,
-) -> tuple[Dataset[Any], Dataset[Any]]:
+) -> tuple[Dataset[Any], Dataset[Any], Dataset[Any]]:
     from torchvision import transforms
 
     mean, std = mean_std
@@ -162,7 +279,7 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
-def cifar10_splits(data_dir: Path, download: bool) -> tuple[Dataset[Any], Dataset[Any]]:
+def cifar10_splits(data_dir: Path, download: bool) -> tuple[Dataset[Any], Dataset[Any], Dataset[Any]]:
     """CIFAR-10 (torchvision, ``data_dir/cifar-10-batches-py``), crop+flip augmentation when training."""
     from torchvision import datasets, transforms
 

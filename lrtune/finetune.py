@@ -7,8 +7,8 @@ each (:data:`SHOTS`) with that body and a fresh head. Parameter names start with
 
 Example:
     >>> task = finetune_task()
-    >>> len(task.train), len(task.val), task.batch_size
-    (100, 796, 20)
+    >>> len(task.train), len(task.val), len(task.test), task.batch_size
+    (100, 707, 89, 20)
     >>> sorted({name.split(".")[0] for name, _ in task.model().named_parameters()})
     ['body', 'head']
 """
@@ -49,7 +49,7 @@ class BodyHead(nn.Module):
         return self.head(self.body(x))
 
 
-def _digits() -> tuple[TensorDataset, TensorDataset]:
+def _digits() -> tuple[TensorDataset, TensorDataset, TensorDataset]:
     from lrtune.datasets import digits_splits
 
     return digits_splits()
@@ -64,7 +64,7 @@ def _classes(dataset: TensorDataset, classes: tuple[int, ...]) -> tuple[Tensor, 
 @functools.lru_cache(maxsize=4)
 def pretrained_body(seed: int = 0) -> dict[str, Tensor]:
     """The body's state after pretraining on classes 0–4 (deterministic for a seed; cached)."""
-    train, _ = _digits()
+    train, _, _ = _digits()
     x, y = _classes(train, PRETRAIN_CLASSES)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -79,20 +79,23 @@ def pretrained_body(seed: int = 0) -> dict[str, Tensor]:
     return {key: value.detach().clone() for key, value in model.body.state_dict().items()}
 
 
-def finetune_splits(shots: int = SHOTS, seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
+def finetune_splits(shots: int = SHOTS, seed: int = 0) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
     """Classes 5–9 (labels 0–4): ``shots`` training examples per class from digits' training split;
-    validation = the rest of those classes (the training split's leftovers and the validation split)."""
-    train, val = _digits()
+    validation = the rest of those classes (the training split's leftovers and the validation split);
+    test = those classes of digits' test split."""
+    train, val, test = _digits()
     x, y = _classes(train, FINETUNE_CLASSES)
     rng = np.random.default_rng(seed)
     picked = np.concatenate([rng.permutation(np.flatnonzero(y.numpy() == c))[:shots] for c in range(5)])
     rest = np.setdiff1d(np.arange(len(y)), picked)
     x_val, y_val = _classes(val, FINETUNE_CLASSES)
+    x_test, y_test = _classes(test, FINETUNE_CLASSES)
     return (
         TensorDataset(x[torch.from_numpy(picked)], y[torch.from_numpy(picked)]),
         TensorDataset(
             torch.cat([x[torch.from_numpy(rest)], x_val]), torch.cat([y[torch.from_numpy(rest)], y_val])
         ),
+        TensorDataset(x_test, y_test),
     )
 
 
@@ -105,13 +108,14 @@ def finetune_model(body: dict[str, Tensor]) -> BodyHead:
 
 def finetune_task(seed: int = 0) -> Task:
     """The ``digits-finetune`` task: pretrained body + fresh head on a few examples of classes 5–9."""
-    train, val = finetune_splits(SHOTS, seed)
+    train, val, test = finetune_splits(SHOTS, seed)
     return Task(
         name="digits-finetune",
         model=functools.partial(finetune_model, pretrained_body(seed)),
         train=train,
         val=val,
         batch_size=20,
+        test=test,
     )
 
 

@@ -1,4 +1,4 @@
-"""Model builders for the built-in tasks: a flattening MLP, a small CNN and ResNet-18 for 32×32 images.
+"""Model builders for the built-in tasks: a flattening MLP, small 2-D and 1-D CNNs, ResNet-18 for 32×32 images.
 
 Each call builds a fresh, untrained model; a :class:`~lrtune.tasks.Task` holds one as its ``model`` factory
 (e.g. ``functools.partial(mlp, 64, (128,), 10)``).
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import nn
+from torch import Tensor, nn
 
 
 def mlp(in_features: int, hidden: Sequence[int], out_features: int) -> nn.Sequential:
@@ -41,6 +41,40 @@ def small_cnn(in_channels: int, num_classes: int, width: int = 32) -> nn.Sequent
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Linear(4 * width, num_classes),
+    )
+
+
+class ToChannels(nn.Module):
+    """Reshape ``(N, L)`` sequences to ``(N, 1, L)``: one input channel for a 1-D convolution."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.reshape(x.shape[0], 1, -1) if x.ndim == 2 else x
+
+
+def conv1d_net(length: int, num_classes: int, channels: int = 25) -> nn.Sequential:
+    """A small 1-D CNN for ``(N, length)`` sequences (the MNIST-1D paper's): three stride-2 convolutions
+    (kernel 5, then 3, 3) with ReLU, then a linear head.
+
+    Example:
+        >>> import torch
+        >>> conv1d_net(40, 10)(torch.zeros(2, 40)).shape
+        torch.Size([2, 10])
+        >>> sum(p.numel() for p in conv1d_net(40, 10).parameters())
+        5210
+    """
+    out = length
+    for kernel in (5, 3, 3):
+        out = (out + 2 - kernel) // 2 + 1
+    return nn.Sequential(
+        ToChannels(),
+        nn.Conv1d(1, channels, 5, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(channels, channels, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(channels, channels, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(channels * out, num_classes),
     )
 
 

@@ -51,7 +51,7 @@ Example:
     >>> study.enqueue_trial(baseline_params(space))
     >>> plan = sample(study.ask(), space, total_steps=1000, steps_per_epoch=100)
     >>> plan.schedule
-    {'type': 'cosine', 'base_lr': 0.1, 'min_lr': 0.001, 'warmup_steps': 0}
+    {'type': 'cosine', 'base_lr': 0.1, 'min_lr': 0.0001, 'warmup_steps': 0}
 """
 
 from __future__ import annotations
@@ -104,10 +104,14 @@ WARMUP_TYPES: tuple[str, ...] = (
     "plateau",
 )
 
-#: The values of the first, enqueued trial for each parameter it sets (all inside their ranges).
+#: The baseline's schedule type, in order of preference: the first one the space searches.
+BASELINE_TYPES: tuple[str, ...] = ("cosine", "linear", "constant")
+
+#: The values of the first, enqueued trial for each parameter it sets (all inside their ranges):
+#: no warmup, and an annealed schedule decays to the floor of ``min_lr_ratio`` (0.1 % of its peak).
 BASELINE_VALUES: dict[str, Any] = {
     "warmup_frac": 0.0,
-    "min_lr_ratio": 0.01,
+    "min_lr_ratio": MIN_LR_RATIO[0],
     "decay_rate": 0.1,
     "decay_interval_frac": 1 / 3,
     "milestones_first": 0.5,
@@ -541,13 +545,14 @@ def plan_from_params(
 
 
 def baseline_params(space: SearchSpace, *, optimizer: str | None = None) -> dict[str, Any]:
-    """Params of a sound first trial, to pass to ``study.enqueue_trial``.
+    """Params of the strong default every study starts from, to pass to ``study.enqueue_trial``.
 
-    The finder's ``suggested_lr`` as ``base_lr``; ``constant`` if it is searched, else ``cosine``,
-    else the first type; no warmup; ``min_lr`` at 1 % of ``base_lr``; the type's other settings at
-    :data:`BASELINE_VALUES`; weight decay at the geometric middle of its range; LR dropout off;
-    every named part at factor 1 (one global LR).
-    Every parameter the trial draws is set, so the trial is fully determined.
+    A cosine from the finder's ``suggested_lr`` down to 0.1 % of it (the floor of ``min_lr_ratio``,
+    zero in all but name), no warmup: the plain schedule a user gets from one ``lrtune find``. When
+    the space has no cosine, the first of :data:`BASELINE_TYPES` it searches, else its first type,
+    with the type's other settings at :data:`BASELINE_VALUES`; weight decay at the geometric middle
+    of its range; LR dropout off; every named part at factor 1 (one global LR). Every parameter
+    the trial draws is set, so the trial is fully determined.
 
     Args:
         space: the search space.
@@ -556,7 +561,7 @@ def baseline_params(space: SearchSpace, *, optimizer: str | None = None) -> dict
     Example:
         >>> space = SearchSpace(bounds={"sgd": LRBounds(0.01, 1.0, 0.1)}, schedules=("step", "cosine"))
         >>> baseline_params(space)
-        {'schedule': 'cosine', 'base_lr': 0.1, 'warmup_frac': 0.0, 'min_lr_ratio': 0.01}
+        {'schedule': 'cosine', 'base_lr': 0.1, 'warmup_frac': 0.0, 'min_lr_ratio': 0.001}
     """
     import optuna
 
@@ -566,7 +571,7 @@ def baseline_params(space: SearchSpace, *, optimizer: str | None = None) -> dict
             f"optimizer {optimizer!r} is not in the space; choose from: {', '.join(space.optimizers)}"
         )
     chosen: dict[str, Any] = {
-        "schedule": next((t for t in ("constant", "cosine") if t in space.schedules), space.schedules[0]),
+        "schedule": next((t for t in BASELINE_TYPES if t in space.schedules), space.schedules[0]),
         "optimizer": optimizer,
         space.base_lr_param(optimizer): space.bounds[optimizer].suggested_lr,
     }

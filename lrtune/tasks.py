@@ -1,13 +1,14 @@
-"""Tasks: a model factory, train/val data, a loss and a metric, by name or from the user's code.
+"""Tasks: a model factory, train/val(/test) data, a loss and a metric, by name or from the user's code.
 
 A :class:`Task` is what ``lrtune find`` and ``lrtune study`` train. The built-in ones live in
 :data:`TASKS`; ``digits`` (scikit-learn's bundled 8×8 digits) is the default and runs offline in
-seconds. Users point ``--task`` at their own ``module:function`` returning a :class:`Task`.
+seconds. Users point ``--task`` at their own ``module:function`` returning a :class:`Task`. Built-in
+tasks carry a ``test`` split that no study selects on, for honest final figures.
 
 Example:
     >>> task = load_task("digits")
-    >>> task.name, len(task.train), len(task.val), task.batch_size
-    ('digits', 1437, 360, 64)
+    >>> task.name, len(task.train), len(task.val), len(task.test), task.batch_size
+    ('digits', 1437, 180, 180, 64)
     >>> sum(p.numel() for p in task.model().parameters())
     9610
 """
@@ -39,10 +40,11 @@ from lrtune.datasets import (
     fashion_mnist_splits,
     friedman_splits,
     imagefolder_splits,
+    mnist1d_splits,
     mnist_splits,
 )
 from lrtune.errors import TaskError, one_line
-from lrtune.models import cifar_resnet18, mlp, small_cnn
+from lrtune.models import cifar_resnet18, conv1d_net, mlp, small_cnn
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,8 @@ class Task:
             (mean over the batch), or ``None`` (the study then optimizes the validation loss).
         batch_size: training batch size.
         metric_mode: ``"max"`` when a larger metric is better, ``"min"`` otherwise.
+        test: optional held-out dataset of ``(inputs, targets)`` pairs that no study selects on
+            (studies and the finder use ``train`` and ``val`` only); for final, unbiased figures.
     """
 
     name: str
@@ -78,6 +82,7 @@ class Task:
     metric: str | MetricFn | None = "accuracy"
     batch_size: int = 128
     metric_mode: str = "max"
+    test: Dataset[Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -87,8 +92,10 @@ class Task:
                 f"task {self.name!r}: model must be a callable building a fresh nn.Module, "
                 f"got {type(self.model).__name__}"
             )
-        for split in ("train", "val"):
+        for split in ("train", "val", "test"):
             dataset = getattr(self, split)
+            if split == "test" and dataset is None:
+                continue
             try:
                 size = len(dataset)
             except TypeError:
@@ -210,20 +217,24 @@ def gaussian_nll(outputs: Tensor, targets: Tensor) -> Tensor:
 
 
 def digits_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Task:
-    """scikit-learn's bundled 8×8 digits (1,797 images, offline): 80/20 stratified split, MLP."""
-    train, val = digits_splits()
+    """scikit-learn's bundled 8×8 digits (1,797 images, offline): train 1,437 / val 180 / test 180, MLP."""
+    train, val, test = digits_splits()
     return Task(
         name="digits",
         model=functools.partial(mlp, 64, (128,), 10),
         train=train,
         val=val,
         batch_size=64,
+        test=test,
     )
 
 
 def friedman_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Task:
-    """Friedman #1 regression (4,000 samples, 10 features, noise 0.5), standardized target, MSE."""
-    train, val = friedman_splits()
+    """Friedman #1 regression (4,000 samples, 10 features, noise 0.5), standardized target, MSE.
+
+    Train 3,200 / val 400 / test 400.
+    """
+    train, val, test = friedman_splits()
     return Task(
         name="friedman",
         model=functools.partial(mlp, 10, (64, 64), 1),
@@ -232,12 +243,13 @@ def friedman_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> T
         loss=F.mse_loss,
         metric=None,
         batch_size=64,
+        test=test,
     )
 
 
 def friedman_nll_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Task:
     """Friedman #1 with a predicted mean and log-variance, trained by Gaussian NLL (goes negative)."""
-    train, val = friedman_splits()
+    train, val, test = friedman_splits()
     return Task(
         name="friedman-nll",
         model=functools.partial(mlp, 10, (64, 64), 2),
@@ -246,33 +258,69 @@ def friedman_nll_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) 
         loss=gaussian_nll,
         metric=None,
         batch_size=64,
+        test=test,
     )
 
 
+def mnist1d_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Task:
+    """MNIST-1D (generated offline): train 3,600 / val 400 / test 1,000 sequences of length 40, MLP 40-100-100-10."""
+    return _mnist1d("mnist1d", functools.partial(mlp, 40, (100, 100), 10))
+
+
+def mnist1d_cnn_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Task:
+    """MNIST-1D with a small 1-D CNN (three stride-2 convolutions of 25 channels, ~5k parameters).
+
+    Learning rate and schedule move its test accuracy by many points, so a study has something to find.
+    """
+    return _mnist1d("mnist1d-cnn", functools.partial(conv1d_net, 40, 10))
+
+
+def _mnist1d(name: str, model: Callable[[], nn.Module]) -> Task:
+    train, val, test = mnist1d_splits()
+    return Task(name=name, model=model, train=train, val=val, batch_size=100, test=test)
+
+
 # --------------------------------------------------------------------------- torchvision tasks
+# val: a deterministic, stratified 10 % of the official training set (never augmented); test: the
+# official test set.
 
 
 def mnist_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Task:
     """MNIST (torchvision, read from ``data_dir/MNIST/raw``), normalized, MLP 784-256-256-10."""
-    train, val = mnist_splits(data_dir, download)
+    train, val, test = mnist_splits(data_dir, download)
     return Task(
-        name="mnist", model=functools.partial(mlp, 784, (256, 256), 10), train=train, val=val, batch_size=128
+        name="mnist",
+        model=functools.partial(mlp, 784, (256, 256), 10),
+        train=train,
+        val=val,
+        batch_size=128,
+        test=test,
     )
 
 
 def fashion_mnist_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Task:
     """Fashion-MNIST (torchvision, ``data_dir/FashionMNIST/raw``), normalized, small CNN."""
-    train, val = fashion_mnist_splits(data_dir, download)
+    train, val, test = fashion_mnist_splits(data_dir, download)
     return Task(
-        name="fashion-mnist", model=functools.partial(small_cnn, 1, 10), train=train, val=val, batch_size=128
+        name="fashion-mnist",
+        model=functools.partial(small_cnn, 1, 10),
+        train=train,
+        val=val,
+        batch_size=128,
+        test=test,
     )
 
 
 def cifar10_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Task:
     """CIFAR-10 (torchvision, ``data_dir/cifar-10-batches-py``), crop+flip augmentation, ResNet-18."""
-    train, val = cifar10_splits(data_dir, download)
+    train, val, test = cifar10_splits(data_dir, download)
     return Task(
-        name="cifar10", model=functools.partial(cifar_resnet18, 10), train=train, val=val, batch_size=128
+        name="cifar10",
+        model=functools.partial(cifar_resnet18, 10),
+        train=train,
+        val=val,
+        batch_size=128,
+        test=test,
     )
 
 
@@ -310,6 +358,8 @@ TASKS: dict[str, Callable[[Path, bool], Task]] = {
     "digits": digits_task,
     "friedman": friedman_task,
     "friedman-nll": friedman_nll_task,
+    "mnist1d": mnist1d_task,
+    "mnist1d-cnn": mnist1d_cnn_task,
     "digits-finetune": digits_finetune_task,
     "mnist": mnist_task,
     "fashion-mnist": fashion_mnist_task,

@@ -9,7 +9,7 @@ its validation accuracy after every epoch:
   :func:`lrtune.space.sample`, trains it with :func:`lrtune.trainer.fit`, calls ``trial.report`` and
   ``trial.should_prune`` every epoch; ``study.optimize(objective, n_trials=1)`` per trial.
 - ``lrtune``: the study engine's own code path, as ``lrtune study --bounds FINDER_JSON`` runs it:
-  :func:`lrtune.study.storage.open_storage` (SQLite, heartbeats), a :class:`lrtune.study_tracking.StudyTracker`
+  :func:`lrtune.study.storage.open_storage` (SQLite, heartbeats), a :class:`lrtune.tracking.study_runs.StudyTracker`
   on an SQLite MLflow store in a temp folder, :func:`lrtune.study.engine.open_study` (record, config and finder
   attributes, the enqueued baseline) and :func:`~lrtune.study.engine.start_tracking` (the parent run) once; then
   per trial :func:`lrtune.study.engine.run_trials` with :class:`lrtune.study.runner.TaskObjective` and the
@@ -28,7 +28,7 @@ the parent run, the plots at the end), the cost of one SQLite commit in the work
 breakdown by library, and a cross-check with :func:`lrtune.study.run_study` end to end on the same trials.
 
 ``--sqlite-tuning`` forces ``journal_mode=WAL`` and ``synchronous=NORMAL`` on every SQLite connection of the
-process; lrtune already sets both on its own store files (``lrtune.sqlite_tuning``), so this now changes little. ``--work-dir /dev/shm/...`` puts the stores on a RAM disk (no fsync at all).
+process; lrtune already sets both on its own store files (``lrtune.tracking.sqlite_tuning``), so this now changes little. ``--work-dir /dev/shm/...`` puts the stores on a RAM disk (no fsync at all).
 
 Run from the repository root::
 
@@ -239,7 +239,7 @@ def install_timers() -> None:
     import optuna
     import optuna.study._optimize
 
-    from lrtune.study_tracking import StudyTracker, TrialRun
+    from lrtune.tracking import StudyTracker, TrialRun
 
     for owner, attribute, label in (
         (optuna.storages, "fail_stale_trials", "Optuna: fail_stale_trials (heartbeat check)"),
@@ -680,8 +680,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # ---- lrtune's one-off set-up, step by step as run_study takes it (with --bounds FILE)
         from lrtune.study.storage import open_storage
-        from lrtune.study_tracking import StudyTracker
-        from lrtune.tracking import TrackingSettings
+        from lrtune.tracking import StudyTracker, TrackingSettings
 
         storage = once(
             "setup", "create the Optuna SQLite storage (tables)", lambda: open_storage(storage_url)

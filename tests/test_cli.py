@@ -163,6 +163,16 @@ def test_find_end_to_end_on_digits(workdir: Path) -> None:
     assert (workdir / "mlartifacts").is_dir()
 
 
+def test_find_on_mnist1d_cnn(workdir: Path) -> None:
+    result = run_cli("find", "--task", "mnist1d-cnn", "--num-iter", "30", "--repeats", "1", "--no-mlflow")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "lrtune find: mnist1d-cnn" in result.stdout
+    data = json.loads((workdir / "lrtune-find" / "finder.json").read_text())
+    assert data["num_iter"] == 30 and data["repeats"] == 1
+    assert data["lr_low"] <= data["suggested_lr"] <= data["lr_high"]
+    assert not (workdir / "mlflow.db").exists()
+
+
 @pytest.mark.slow
 def test_find_as_a_real_subprocess(tmp_path: Path) -> None:
     proc = subprocess.run(

@@ -22,7 +22,18 @@ from click.testing import CliRunner, Result
 from lrtune.cli import cli
 from lrtune.schedules import REGISTRY, load_schedule
 
-BEST_KEYS = {"schedule", "optimizer", "epochs", "batch_size", "metric", "value", "study"}
+BEST_KEYS = {
+    "schedule",
+    "optimizer",
+    "epochs",
+    "batch_size",
+    "metric",
+    "value",
+    "study",
+    "trial",
+    "confirmed",
+}
+CONFIRMED_KEYS = {"seeds", "values", "mean", "std", "baseline", "gain"}
 #: The flags of the study "ok" that the fixture runs (a resume must repeat them).
 OK_ARGS = [
     "--study-name",
@@ -114,8 +125,16 @@ def test_study_prints_one_line_per_trial_and_a_summary(made: Made) -> None:
     assert made.ok.exit_code == 0, (made.ok.output, made.ok.stderr)
     out = made.ok.stdout
     lines = out.splitlines()
-    assert lines[0].startswith("[1/2] trial 0    constant") and "COMPLETE" in lines[0]
+    assert lines[0].startswith("[1/2] trial 0    cosine") and "COMPLETE" in lines[0]
     assert lines[1].startswith("[2/2] trial 1") and "best" in lines[1]
+    # Confirmation: the baseline (trial 0) and the one other trial, each on 3 fresh seeds.
+    confirms = [line for line in lines if " confirm trial " in line]
+    assert [line.split()[0] for line in confirms] == [f"[{i}/6]" for i in range(1, 7)]
+    assert sorted(line.split()[3] for line in confirms) == ["0", "0", "0", "1", "1", "1"]
+    assert all("COMPLETE" in line for line in confirms)
+    assert "confirmed  6 of 6 runs on fresh seeds" in out
+    assert "over 3 fresh seeds" in out and "(cosine from the finder's suggestion)" in out
+    assert "confirming the 3 best trials and the baseline on 3 fresh seeds each" in made.ok.stderr
     assert "ok: 2 complete, 0 pruned, 0 failed" in out
     assert "val_accuracy (maximize)" in out
     assert "lrtune ui --tracking-uri sqlite:///mlflow.db" in out
@@ -157,6 +176,9 @@ def test_bounds_may_name_the_find_output_folder(in_made: Made) -> None:
         (["--n-trials", "-3"], "n_trials must be at least 1"),
         (["--epochs", "0"], "epochs must be at least 1"),
         (["--timeout", "-1"], "timeout"),
+        (["--confirm", "-1"], "confirm must be at least 0"),
+        (["--confirm-seeds", "-2"], "confirm_seeds must be at least 0"),
+        (["--confirm-seeds", "many"], "--confirm-seeds"),
         (["--bounds", "missing.json"], "missing.json"),
         (["--bounds", "study.yaml"], "study.yaml"),  # exists, but is no finder result
         (["--device", "tpu"], "tpu"),
@@ -232,14 +254,27 @@ def test_best_writes_the_contract_file(in_made: Made, tmp_path: Path) -> None:
     result = run_cli("best", "--storage", "sqlite:///lrtune.db", "--study-name", "ok", "--out", str(out))
     assert result.exit_code == 0, result.stderr
     data = json.loads(out.read_text())
-    assert set(data) == BEST_KEYS
+    assert set(data) == BEST_KEYS | CONFIRMED_KEYS
     assert data["study"] == "ok" and data["epochs"] == 2 and data["batch_size"] == 64
-    assert data["metric"] == "val_accuracy"
+    assert data["metric"] == "val_accuracy" and data["confirmed"] is True
     assert data["optimizer"] == {"name": "sgd", "momentum": 0.9}
     study = optuna.load_study(study_name="ok", storage="sqlite:///lrtune.db")
-    assert data["value"] == study.best_value
-    assert data["schedule"] == study.best_trial.user_attrs["plan"]["schedule"]
+    assert data["schedule"] == study.trials[data["trial"]].user_attrs["plan"]["schedule"]
     assert load_schedule(out) == data["schedule"]
+    # The confirmed figures: the mean over the fresh seeds, the baseline (trial 0) on the same seeds.
+    confirm = optuna.load_study(study_name="ok:confirm", storage="sqlite:///lrtune.db")
+    runs = {(t.user_attrs["confirms"], t.user_attrs["seed"]): t.value for t in confirm.trials}
+    seeds = data["seeds"]
+    assert len(seeds) == 3 and not set(seeds) & {0, 1}  # no search trial trained with them
+    assert data["values"] == [runs[(data["trial"], s)] for s in seeds]
+    assert data["value"] == data["mean"] == pytest.approx(sum(data["values"]) / 3)
+    baseline = data["baseline"]
+    assert baseline["trial"] == 0 and baseline["seeds"] == seeds
+    assert baseline["schedule"] == study.trials[0].user_attrs["plan"]["schedule"]
+    assert baseline["schedule"]["type"] == "cosine" and baseline["schedule"]["base_lr"] == 0.1
+    assert baseline["values"] == [runs[(0, s)] for s in seeds]
+    assert data["gain"] == pytest.approx(data["mean"] - baseline["mean"])
+    assert data["gain"] >= 0  # the winner is the best mean, the baseline among the candidates
     assert [p.name for p in tmp_path.iterdir()] == ["best.json"]  # no temporary file left
 
     printed = run_cli("best", "--study-name", "ok")

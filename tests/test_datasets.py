@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from lrtune.datasets import _torchvision_splits, stratified_split
 from lrtune.errors import DataUnavailableError, TaskError
 from lrtune.tasks import imagefolder_task, load_task
 
@@ -58,12 +59,53 @@ def test_failed_download_is_one_clear_error(
 
 def test_mnist_and_fashion_mnist_read_local_files(fake_mnist_dir: Path) -> None:
     mnist = load_task("mnist", data_dir=fake_mnist_dir, download=False)
-    assert (size(mnist.train), size(mnist.val), mnist.batch_size) == (48, 16, 128)
-    image, label = mnist.train[0]
+    # val: 10% of the official 48 training images (round(4.8) = 5); test: the official 16.
+    assert (size(mnist.train), size(mnist.val), size(mnist.test), mnist.batch_size) == (43, 5, 16, 128)
+    train_idx, val_idx = list(mnist.train.indices), list(mnist.val.indices)  # type: ignore[attr-defined]
+    assert sorted(train_idx + val_idx) == list(range(48))  # disjoint, together the official train set
+    assert mnist.train.dataset.train and not mnist.test.train  # type: ignore[attr-defined,union-attr]
+    assert len({mnist.val[i][1] for i in range(5)}) == 5  # stratified: 5 different classes
+    again = load_task("mnist", data_dir=fake_mnist_dir, download=False)
+    assert list(again.val.indices) == val_idx  # type: ignore[attr-defined]
+    image, label = mnist.test[0]
     assert image.shape == (1, 28, 28) and label == 0
     assert mnist.model()(image.unsqueeze(0)).shape == (1, 10)
     fashion = load_task("fashion-mnist", data_dir=fake_mnist_dir, download=True)  # present: no download
     assert fashion.model()(torch.stack([fashion.val[i][0] for i in range(2)])).shape == (2, 10)
+    assert (size(fashion.train), size(fashion.val), size(fashion.test)) == (43, 5, 16)
+
+
+def test_torchvision_val_is_carved_from_train_without_augmentation(fake_mnist_dir: Path) -> None:
+    """CIFAR-10's path: train augments, val (from the official train set) and test do not."""
+    from torchvision import datasets, transforms
+
+    plain = transforms.ToTensor()
+    augment = transforms.Compose([transforms.RandomCrop(28, padding=4), transforms.ToTensor()])
+    train, val, test = _torchvision_splits(
+        "MNIST", "mnist", datasets.MNIST, data_dir=fake_mnist_dir, download=False, folder="MNIST",
+        files=["raw/..."], train_transform=augment, val_transform=plain,
+    )  # fmt: skip
+    assert (size(train), size(val), size(test)) == (43, 5, 16)
+    assert train.dataset.transform is augment and test.transform is plain  # type: ignore[attr-defined]
+    assert val.dataset.transform is plain  # type: ignore[attr-defined]
+    assert val.dataset.data is train.dataset.data  # the same images, not a second copy  # type: ignore[attr-defined]
+    first = val.indices[0]  # type: ignore[attr-defined]
+    expected = torch.from_numpy(val.dataset.data[first].numpy()).float().div(255)  # type: ignore[attr-defined]
+    assert torch.equal(val[0][0][0], expected)  # exactly the image, never cropped
+
+
+def test_stratified_split_is_exact_proportional_and_deterministic() -> None:
+    labels = np.repeat(np.arange(3), [50, 30, 20])
+    kept, held = stratified_split(labels, 10, seed=3)
+    assert len(held) == 10 and len(kept) == 90
+    assert sorted(np.concatenate([kept, held]).tolist()) == list(range(100))
+    assert np.bincount(labels[held]).tolist() == [5, 3, 2]
+    assert np.array_equal(stratified_split(labels, 10, seed=3)[1], held)
+    assert not np.array_equal(stratified_split(labels, 10, seed=4)[1], held)
+    _, few = stratified_split(np.arange(20) % 10, 5)  # fewer held out than classes
+    assert len(few) == 5 and len(set((np.arange(20) % 10)[few].tolist())) == 5
+    with pytest.raises(ValueError, match="held_out=11"):
+        stratified_split(np.zeros(10), 11)
 
 
 # --------------------------------------------------------------------------- image folders

@@ -34,10 +34,13 @@ def test_the_task_is_few_shot_on_the_new_classes_with_body_and_head() -> None:
         "head.weight",
         "head.bias",
     ]
-    train, val = finetune_splits()
-    # no training example is also a validation example
+    train, val, test = finetune_splits()
+    # no training example is also a validation or test example, no validation example a test example
     seen = {tuple(row.tolist()) for row in train.tensors[0]}
+    held = {tuple(row.tolist()) for row in val.tensors[0]}
     assert not any(tuple(row.tolist()) in seen for row in val.tensors[0])
+    assert not any(tuple(row.tolist()) in seen | held for row in test.tensors[0])
+    assert set(test.tensors[1].tolist()) == {0, 1, 2, 3, 4}
 
 
 def test_pretraining_is_deterministic_cached_and_leaves_the_global_rng_alone() -> None:
@@ -70,6 +73,7 @@ def test_a_study_over_the_parts_end_to_end(tmp_path: Path, monkeypatch: pytest.M
     args = [
         "study", str(REPO / "studies" / "digits-finetune.yaml"), "--n-trials", "3", "--epochs", "2",
         "--bounds", "finder.json", "--storage", "sqlite:///s.db", "--tracking-uri", "sqlite:///m.db",
+        "--confirm", "1", "--confirm-seeds", "2",
     ]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, (result.output, result.stderr)
@@ -86,7 +90,7 @@ def test_a_study_over_the_parts_end_to_end(tmp_path: Path, monkeypatch: pytest.M
     out = CliRunner().invoke(cli, ["best", "--storage", "sqlite:///s.db", "--out", "best.json"])
     assert out.exit_code == 0, out.stderr
     best = json.loads(Path("best.json").read_text(encoding="utf-8"))
-    factor = study.best_trial.params["lr_factor_body"]
+    factor = trials[best["trial"]].params["lr_factor_body"]  # the winner (confirmed on fresh seeds or not)
     assert best["param_groups"] == {"body": {"pattern": r"^body\.", "lr_factor": factor}}
     groups = lrtune.param_groups(load_task("digits-finetune").model(), "best.json")
     base = best["schedule"]["base_lr"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lrtune.models import cifar_resnet18, mlp, small_cnn
+from lrtune.models import cifar_resnet18, conv1d_net, mlp, small_cnn
 
 
 def n_params(model: nn.Module) -> int:
@@ -29,6 +29,18 @@ def test_small_cnn_takes_any_input_size() -> None:
     with torch.no_grad():
         for height, wide in ((32, 32), (17, 23)):
             assert model(torch.zeros(2, 3, height, wide)).shape == (2, 5)
+
+
+def test_conv1d_net_takes_sequences_with_or_without_a_channel() -> None:
+    c = 25
+    model = conv1d_net(40, 10, channels=c)
+    # Lengths 40 -> 19 -> 10 -> 5 (stride 2, padding 1, kernels 5, 3, 3).
+    assert n_params(model) == (1 * 5 * c + c) + 2 * (c * 3 * c + c) + (c * 5 * 10 + 10)
+    x = torch.randn(4, 40)
+    out = model(x)
+    assert out.shape == (4, 10)
+    assert torch.equal(model(x.unsqueeze(1)), out)  # (N, 1, L) is the same input
+    assert conv1d_net(64, 3, channels=8)(torch.zeros(2, 64)).shape == (2, 3)
 
 
 def test_cifar_resnet18_is_adapted_to_32px() -> None:

@@ -487,6 +487,96 @@ def test_matches_linearlr() -> None:
     ]
 
 
+# ------------------------------------------------------------------------------ a floor of zero
+def test_cosine_to_zero_matches_cosineannealinglr_with_eta_min_zero() -> None:
+    base, total = 0.1, 40
+    opt = torch_optimizer(base)
+    expected = lr_sequence(CosineAnnealingLR(opt, T_max=total), opt, total)  # eta_min defaults to 0
+    got = ours({"type": "cosine", "base_lr": base, "min_lr": 0}, total, total + 5)
+    assert got[: total + 1] == [close(v) for v in expected]
+    assert got[total:] == [0.0] * 6  # reaches exactly 0 and holds it
+    halfway = 0.5 * base * (1 + math.cos(math.pi * 10 / total))
+    assert got[10] == close(halfway)
+
+
+@pytest.mark.parametrize("mult", [1, 2])
+def test_restarts_to_zero_match_cosineannealingwarmrestarts(mult: int) -> None:
+    opt = torch_optimizer(0.1)
+    expected = lr_sequence(CosineAnnealingWarmRestarts(opt, T_0=6, T_mult=mult, eta_min=0.0), opt, 60)
+    spec = {"type": "cosine_restarts", "base_lr": 0.1, "min_lr": 0, "cycle_steps": 6, "cycle_mult": mult}
+    assert ours(spec, 60, 60) == [close(v) for v in expected]
+
+
+def test_linear_and_polynomial_to_zero_match_torch() -> None:
+    base, total = 0.1, 40
+    opt = torch_optimizer(base)
+    linear = lr_sequence(LinearLR(opt, start_factor=1.0, end_factor=0.0, total_iters=total), opt, total)
+    assert ours({"type": "linear", "base_lr": base, "min_lr": 0}, total, total) == [close(v) for v in linear]
+    opt = torch_optimizer(base)
+    poly = lr_sequence(PolynomialLR(opt, total_iters=total, power=2.0), opt, total)
+    got = ours({"type": "polynomial", "base_lr": base, "min_lr": 0.0, "power": 2.0}, total, total)
+    assert got == [close(v) for v in poly]
+    assert got[-1] == 0.0
+
+
+def test_cyclic_from_zero_matches_cycliclr() -> None:
+    opt = torch_optimizer(1.0)
+    torch_sched = CyclicLR(opt, base_lr=0.0, max_lr=0.1, step_size_up=5, cycle_momentum=False)
+    expected = lr_sequence(torch_sched, opt, 40)
+    assert ours({"type": "cyclic", "base_lr": 0.1, "min_lr": 0, "cycle_steps": 10}, 40, 40) == [
+        close(v) for v in expected
+    ]
+
+
+def test_one_cycle_to_zero_ends_at_zero() -> None:
+    spec = parse_spec({"type": "one_cycle", "base_lr": 0.1, "min_lr": 0, "warmup_steps": 10})
+    assert spec.lr(10, 110) == close(0.1)
+    assert spec.lr(60, 110) == close(0.05)
+    assert spec.lr(110, 110) == 0.0
+
+
+def test_plateau_with_a_zero_floor_matches_reducelronplateau() -> None:
+    losses = [1.0] + [0.9] * 20
+    torch_opt = torch_optimizer(0.1)
+    torch_sched = ReduceLROnPlateau(torch_opt, mode="min", factor=0.5, patience=1, min_lr=0.0)
+    _, opt = fresh_optimizer()
+    sched = build(
+        {"type": "plateau", "base_lr": 0.1, "decay_rate": 0.5, "patience": 1, "min_lr": 0}, opt, 100
+    )
+    for loss in losses:
+        torch_sched.step(loss)
+        sched.step(loss)
+        assert opt.param_groups[0]["lr"] == close(torch_opt.param_groups[0]["lr"])
+    assert 0.0 < opt.param_groups[0]["lr"] < 0.1 * 0.5**8  # cut again and again, never to 0
+
+
+def test_built_cosine_to_zero_ends_at_zero_and_resumes() -> None:
+    spec = {"type": "cosine", "base_lr": 0.1, "min_lr": 0, "warmup_steps": 5}
+    _, opt = fresh_optimizer()
+    sched = build(spec, opt, 30)
+    for _ in range(20):
+        opt.step()
+        sched.step()
+    _, opt2 = fresh_optimizer()
+    resumed = build(spec, opt2, 30)
+    resumed.load_state_dict(sched.state_dict())
+    assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    assert sched.get_last_lr() == [0.0]
+    assert parse_spec(spec).to_dict()["min_lr"] == 0.0
+
+
+def test_exponential_refuses_a_zero_floor_in_one_line() -> None:
+    with pytest.raises(UsageError) as info:
+        parse_spec({"type": "exponential", "base_lr": 0.1, "min_lr": 0})
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("schedule 'exponential': min_lr must be > 0")
+    assert "min_lr=0" in message
+
+
 def test_matches_reducelronplateau() -> None:
     losses = [1.0, 0.9, 0.9, 0.95, 0.9, 0.91, 0.8, 0.8, 0.79995, float("nan"), 0.8, 0.8, 0.7]
     losses += [0.7] * 20
@@ -703,7 +793,9 @@ BAD_SPECS: list[tuple[dict[str, Any], str]] = [
     ({"type": "constant", "base_lr": "0.1"}, "must be a number"),
     ({"type": "constant", "base_lr": True}, "must be a number"),
     ({"type": "cosine", "base_lr": 0.1, "min_lr": 0.2}, "min_lr=0.2, base_lr=0.1"),
-    ({"type": "cosine", "base_lr": 0.1, "min_lr": 0.0}, "min_lr=0.0"),
+    ({"type": "cosine", "base_lr": 0.1, "min_lr": -0.001}, "min_lr=-0.001"),
+    ({"type": "exponential", "base_lr": 0.1, "min_lr": 0}, "min_lr=0"),
+    ({"type": "exponential", "base_lr": 0.1, "min_lr": 0.0}, "min_lr=0.0"),
     ({"type": "cosine", "base_lr": 0.1, "warmup_steps": -1}, "warmup_steps=-1"),
     ({"type": "cosine", "base_lr": 0.1, "warmup_steps": 2.5}, "warmup_steps=2.5"),
     ({"type": "cosine", "base_lr": 0.1, "warmup_init_lr": 0.5}, "warmup_init_lr=0.5"),

@@ -202,7 +202,13 @@ def test_plan_from_params_errors() -> None:
 
 @pytest.mark.parametrize(
     ("schedules", "expected"),
-    [(SEARCHABLE_TYPES, "constant"), (("step", "cosine"), "cosine"), (("plateau", "step"), "plateau")],
+    [
+        (SEARCHABLE_TYPES, "cosine"),
+        (("step", "cosine"), "cosine"),
+        (("constant", "linear"), "linear"),
+        (("step", "constant"), "constant"),
+        (("plateau", "step"), "plateau"),
+    ],
 )
 def test_baseline_round_trips_through_enqueue(schedules: tuple[str, ...], expected: str) -> None:
     space = make_space(schedules)
@@ -225,8 +231,8 @@ def test_baseline_of_each_type_is_complete_and_valid(schedule: str) -> None:
     trial = optuna.trial.FixedTrial(params)
     plan = sample(trial, space, total_steps=20, steps_per_epoch=2)
     assert trial.params == params
-    assert plan.schedule.get("min_lr", 0.01 * BOUNDS.suggested_lr) == pytest.approx(
-        0.01 * BOUNDS.suggested_lr
+    assert plan.schedule.get("min_lr", 1e-3 * BOUNDS.suggested_lr) == pytest.approx(
+        1e-3 * BOUNDS.suggested_lr
     )
     assert plan.schedule["lr_dropout"] == 1.0
     assert plan.optimizer.torch_kwargs()["weight_decay"] == pytest.approx(1e-3)

@@ -12,10 +12,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from lrtune import sqlite_tuning
-from lrtune.sqlite_tuning import is_tuned_file, tune_sqlite_file, tune_sqlite_url
 from lrtune.study.storage import open_storage
-from lrtune.tracking import TrackingSettings, open_client
+from lrtune.tracking import TrackingSettings, open_client, sqlite_tuning
+from lrtune.tracking.sqlite_tuning import is_tuned_file, tune_sqlite_file, tune_sqlite_url
 
 FULL, NORMAL = 2, 1  # PRAGMA synchronous values
 
@@ -112,7 +111,7 @@ def test_files_on_a_network_file_system_keep_sqlites_defaults(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(sqlite_tuning, "_network_file_system", lambda path: "nfs4")
-    with caplog.at_level(logging.INFO, logger="lrtune.sqlite_tuning"):
+    with caplog.at_level(logging.INFO, logger="lrtune.tracking.sqlite_tuning"):
         assert tune_sqlite_file(tmp_path / "shared.db") is False
     assert "nfs4" in caplog.text
     assert not is_tuned_file(tmp_path / "shared.db")

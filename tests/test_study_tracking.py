@@ -17,8 +17,7 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from lrtune.errors import LrtuneError, UsageError
-from lrtune.study_tracking import PARENT_ATTR, StudyTracker, TrialRun
-from lrtune.tracking import TrackingSettings
+from lrtune.tracking import PARENT_ATTR, StudyTracker, TrackingSettings, TrialRun
 
 SECRET = "hunter2"
 STORAGE_WITH_SECRET = f"postgresql://bob:{SECRET}@db.example:5432/optuna"

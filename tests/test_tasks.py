@@ -6,6 +6,7 @@ test_models.py.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import textwrap
@@ -52,6 +53,8 @@ def test_task_defaults_match_the_contract() -> None:
     assert task.metric == "accuracy"
     assert task.batch_size == 128
     assert task.metric_mode == "max"
+    assert task.test is None  # optional: user tasks need no test split
+    assert [f.name for f in dataclasses.fields(Task)][-1] == "test"
     with pytest.raises(AttributeError):
         task.batch_size = 3  # type: ignore[misc]
 
@@ -63,6 +66,8 @@ def test_task_defaults_match_the_contract() -> None:
         ({"model": nn.Linear(2, 2).weight}, "model must be a callable"),
         ({"train": [1, 2][:0]}, "train dataset is empty"),
         ({"val": iter([1])}, "val dataset must have a length"),
+        ({"test": [1][:0]}, "test dataset is empty"),
+        ({"test": iter([1])}, "test dataset must have a length"),
         ({"loss": "mse"}, "loss must be callable"),
         ({"metric": "f1"}, "metric must be 'accuracy'"),
         ({"batch_size": 0}, "batch_size must be an integer >= 1"),
@@ -147,18 +152,31 @@ def test_gaussian_nll_closed_form() -> None:
 # --------------------------------------------------------------------------- offline built-in tasks
 
 
+def rows(dataset: Any) -> set[bytes]:
+    return {row.numpy().tobytes() for row in dataset.tensors[0]}
+
+
 def test_digits_is_the_offline_default() -> None:
     task = load_task("digits")
-    assert (task.name, size(task.train), size(task.val), task.batch_size) == ("digits", 1437, 360, 64)
+    assert (task.name, size(task.train), size(task.val), size(task.test), task.batch_size) == (
+        "digits", 1437, 180, 180, 64
+    )  # fmt: skip
     x, y = task.train.tensors  # type: ignore[attr-defined]
     assert x.dtype == torch.float32 and x.shape == (1437, 64) and y.dtype == torch.int64
     assert x.min().item() >= 0.0 and x.max().item() == 1.0
-    # Stratified: every class holds ~20% of its samples in validation.
+    # Stratified: every class holds ~10% of its samples in validation and ~10% in test.
     val_counts = torch.bincount(task.val.tensors[1], minlength=10)  # type: ignore[attr-defined]
-    all_counts = val_counts + torch.bincount(y, minlength=10)
-    assert torch.all((val_counts.float() / all_counts - 0.2).abs() < 0.02)
+    test_counts = torch.bincount(task.test.tensors[1], minlength=10)  # type: ignore[union-attr]
+    all_counts = val_counts + test_counts + torch.bincount(y, minlength=10)
+    assert int(all_counts.sum()) == 1797
+    assert torch.all((val_counts.float() / all_counts - 0.1).abs() < 0.015)
+    assert torch.all((test_counts.float() / all_counts - 0.1).abs() < 0.015)
+    assert torch.all((val_counts - test_counts).abs() <= 1)
+    train_rows, val_rows, test_rows = rows(task.train), rows(task.val), rows(task.test)
+    assert len(train_rows | val_rows | test_rows) == 1797  # disjoint (the 1,797 images are all distinct)
     again = load_task("digits")
     assert torch.equal(again.val.tensors[0], task.val.tensors[0])  # type: ignore[attr-defined]
+    assert torch.equal(again.test.tensors[0], task.test.tensors[0])  # type: ignore[union-attr]
     assert task.model()(x[:5]).shape == (5, 10)
     assert task.loss is F.cross_entropy and task.metric == "accuracy"
 
@@ -168,23 +186,77 @@ def test_digits_is_the_offline_default() -> None:
 )
 def test_friedman_tasks(name: str, outputs: int, loss: Any) -> None:
     task = load_task(name)
-    assert (size(task.train), size(task.val), task.metric, task.loss) == (3200, 800, None, loss)
+    assert (size(task.train), size(task.val), size(task.test), task.metric, task.loss) == (
+        3200, 400, 400, None, loss
+    )  # fmt: skip
     x, y = task.train.tensors  # type: ignore[attr-defined]
     assert x.shape == (3200, 10) and y.shape == (3200, 1) and y.dtype == torch.float32
+    train_rows, val_rows, test_rows = rows(task.train), rows(task.val), rows(task.test)
+    assert len(train_rows | val_rows | test_rows) == 4000  # disjoint
+    assert torch.equal(load_task(name).test.tensors[1], task.test.tensors[1])  # type: ignore[union-attr]
     assert abs(y.mean().item()) < 1e-5 and y.std().item() == pytest.approx(1.0, abs=1e-3)
     assert task.model()(x[:3]).shape == (3, outputs)
 
 
+def test_mnist1d_tasks_generate_offline_with_fixed_disjoint_splits(monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+    import socket
+
+    import numpy as np
+
+    from lrtune import datasets
+
+    def no_network(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    datasets._mnist1d_arrays.cache_clear()  # generate for real, not from this process's cache
+    random.seed(7)
+    np.random.seed(7)
+    py_state, np_state = random.getstate(), np.random.get_state()[1].copy()
+    task = load_task("mnist1d")
+    assert random.getstate() == py_state and np.array_equal(np.random.get_state()[1], np_state)
+    assert (task.name, size(task.train), size(task.val), size(task.test), task.batch_size) == (
+        "mnist1d", 3600, 400, 1000, 100
+    )  # fmt: skip
+    x, y = task.train.tensors  # type: ignore[attr-defined]
+    assert x.shape == (3600, 40) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert set(y.tolist()) == set(range(10))
+    train_rows, val_rows, test_rows = rows(task.train), rows(task.val), rows(task.test)
+    assert len(train_rows | val_rows | test_rows) == 5000  # disjoint
+    # Stratified: each class gives a tenth of its 4,000-set share to validation.
+    val_counts = torch.bincount(task.val.tensors[1], minlength=10)  # type: ignore[attr-defined]
+    all_counts = val_counts + torch.bincount(y, minlength=10)
+    assert torch.all((val_counts.float() - all_counts.float() / 10).abs() <= 1)
+    cnn = load_task("mnist1d-cnn")  # the same data from the cache, a different model
+    assert cnn.name == "mnist1d-cnn" and torch.equal(cnn.val.tensors[0], task.val.tensors[0])  # type: ignore[attr-defined]
+    assert cnn.train.tensors[0] is not task.train.tensors[0]  # type: ignore[attr-defined]
+    datasets._mnist1d_arrays.cache_clear()
+    again = load_task("mnist1d")  # generated anew: the same sequences
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(again, split).tensors[0], getattr(task, split).tensors[0])
+        assert torch.equal(getattr(again, split).tensors[1], getattr(task, split).tensors[1])
+    assert task.model()(x[:3]).shape == (3, 10)
+    assert cnn.model()(x[:3]).shape == (3, 10)
+    assert sum(p.numel() for p in cnn.model().parameters()) < 10_000
+
+
+def test_mnist1d_study_file_is_valid() -> None:
+    from lrtune.config import build_config, load_study_file
+
+    path = Path(__file__).resolve().parents[1] / "studies" / "mnist1d-cnn.yaml"
+    lines = path.read_text().splitlines()
+    header = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
+    assert any("Time" in line for line in header) and any("Hardware" in line for line in header)
+    config = build_config(load_study_file(path), {})
+    assert (config.study_name, config.task, config.n_trials) == ("mnist1d-cnn", "mnist1d-cnn", 30)
+
+
 def test_registry_lists_the_builtins_and_fails_loudly() -> None:
     assert set(TASKS) == {
-        "digits",
-        "digits-finetune",
-        "friedman",
-        "friedman-nll",
-        "mnist",
-        "fashion-mnist",
+        "digits", "digits-finetune", "friedman", "friedman-nll", "mnist1d", "mnist1d-cnn", "mnist", "fashion-mnist",
         "cifar10",
-    }
+    }  # fmt: skip
     with pytest.raises(TaskError, match=r"unknown task 'digit'; built-in tasks: digits, friedman") as info:
         load_task("digit")
     assert "module:function" in str(info.value)

@@ -98,16 +98,27 @@ class MultiStepSchedule(ScheduleSpec):
 
 @dataclass(frozen=True, kw_only=True)
 class _Annealed(ScheduleSpec):
-    """A schedule with a ``min_lr`` (default ``base_lr * min_lr_ratio``)."""
+    """A schedule with a ``min_lr`` (default ``base_lr * min_lr_ratio``).
+
+    ``min_lr`` may be 0 (torch's ``eta_min`` default, SGDR's floor) wherever the formula allows it.
+    """
 
     min_lr_ratio: ClassVar[float] = 1e-3
+    #: Whether ``min_lr = 0`` is allowed (not where the formula divides by or takes a power of it).
+    zero_floor: ClassVar[bool] = True
 
     min_lr: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.min_lr is not None:
-            min_lr = self._float("min_lr", lower=0.0)
+            min_lr = self.min_lr
+            if not self.zero_floor and not isinstance(min_lr, bool) and min_lr == 0:
+                raise UsageError(
+                    f"schedule {self.type_name!r}: min_lr must be > 0 (a geometric decay never reaches 0; "
+                    f"anneal to 0 with 'cosine' or 'linear'), got {min_lr=}"
+                )
+            min_lr = self._float("min_lr", lower=0.0, lower_inclusive=self.zero_floor)
             base_lr = self.base_lr
             if min_lr > base_lr:
                 raise UsageError(
@@ -132,6 +143,8 @@ class ExponentialSchedule(_Annealed):
 
     type_name: ClassVar[str] = "exponential"
     formula: ClassVar[str] = "base_lr · (min_lr/base_lr)^(k/T)"
+    #: A geometric decay never reaches 0: ``min_lr = 0`` would pin the LR at 0 from the first step.
+    zero_floor: ClassVar[bool] = False
 
     def _after_warmup(self, k: int, horizon: int) -> float:
         return self.base_lr * (self.floor_lr / self.base_lr) ** (k / horizon)

@@ -36,7 +36,7 @@ How a study runs:
   goes on.
 * **MLflow.** One parent run per study (finder result, study plots, best spec), one child run
   per trial with per-epoch ``train_loss``/``val_loss``/``val_<metric>`` and per-step ``lr``;
-  pruned trials end KILLED, failed ones FAILED (:mod:`lrtune.study_tracking`).
+  pruned trials end KILLED, failed ones FAILED (:mod:`lrtune.tracking.study_runs`).
 
 Example:
     >>> from lrtune.config import build_config

@@ -9,8 +9,13 @@ The file (a **contract**)::
 plus, for a study over named parts, ``"param_groups": {"body": {"pattern": "^body\\.", "lr_factor": 0.1}}``
 (read back by :func:`lrtune.param_groups`).
 
-The spec comes from the best trial's stored ``plan``; for a trial without one it is rebuilt
-from the trial's params with :func:`lrtune.space.plan_from_params`.
+The spec comes from the winning trial's stored ``plan``; for a trial without one it is rebuilt
+from the trial's params with :func:`lrtune.space.plan_from_params`. A confirmed study (see
+:mod:`lrtune.study.confirm`) adds, for its winner, ``"seeds"`` (the fresh seeds), ``"mean"`` and
+``"std"`` over them (``"value"`` is the mean), ``"baseline": {"schedule", "optimizer", "seeds", "mean",
+"std"}`` for the strong default on the same seeds, and ``"gain"`` (winner mean − baseline mean,
+positive = better in the objective's direction); ``"trial"`` names the winning trial and
+``"confirmed"`` says whether the winner was confirmed.
 
 Example:
     >>> best = load_best("sqlite:///lrtune.db", "lrtune-digits")            # doctest: +SKIP
@@ -37,24 +42,52 @@ if TYPE_CHECKING:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:
-    """The study's best complete trial; UsageError when no trial completed."""
-    try:
-        return study.best_trial
-    except ValueError:
+    """The study's best complete trial, ties broken by validation loss; UsageError when none completed."""
+    from lrtune.study.confirm import direction_of
+    from lrtune.study.selection import ranked
+
+    ordered = ranked(study.get_trials(deepcopy=False), direction_of(study))
+    if not ordered:
         counts = _state_counts(study)
         raise UsageError(
             f"study {study.study_name!r} has no complete trial yet ({counts}); run more trials first"
-        ) from None
+        )
+    return ordered[0]
 
 
 def best_file(study: optuna.Study, *, record: StudyRecord | None = None) -> dict[str, Any]:
     """The best file of ``study`` (see the module docstring) as plain JSON.
 
+    With a complete confirmation the winner is the confirmed one and the file adds ``seeds``,
+    ``mean``, ``std``, ``baseline`` and ``gain`` (``value`` is then the mean over the seeds);
+    otherwise it is the best search trial (:func:`best_trial`) with ``"confirmed": false``.
+
     Raises:
         UsageError: the study was not created by lrtune, or has no complete trial.
     """
+    from lrtune.study.confirm import confirmed_result
+
     record = record or _record_of(study)
-    trial = best_trial(study)
+    winner = confirmed_result(study)
+    if winner is None:
+        trial = best_trial(study)
+        return {**_entry(study, trial, record, value=trial.value), "confirmed": False}
+    trials = study.get_trials(deepcopy=False)
+    best = _entry(study, trials[winner.best.trial_number], record, value=winner.best.mean)
+    baseline = _plan_of(trials[winner.baseline.trial_number], record)
+    return {
+        **best,
+        "trial": winner.best.trial_number,
+        "confirmed": True,
+        **winner.best.summary(),
+        "baseline": {**baseline, "trial": winner.baseline.trial_number, **winner.baseline.summary()},
+        "gain": winner.gain,
+    }
+
+
+def _entry(
+    study: optuna.Study, trial: FrozenTrial, record: StudyRecord, *, value: float | None
+) -> dict[str, Any]:
     plan = _plan_of(trial, record)
     out: dict[str, Any] = {
         "schedule": plan["schedule"],
@@ -62,8 +95,9 @@ def best_file(study: optuna.Study, *, record: StudyRecord | None = None) -> dict
         "epochs": record.epochs,
         "batch_size": record.batch_size,
         "metric": record.metric,
-        "value": trial.value,
+        "value": value,
         "study": study.study_name,
+        "trial": trial.number,
     }
     if plan.get("param_groups"):  # named parts: {NAME: {"pattern", "lr_factor"}}
         out["param_groups"] = plan["param_groups"]
@@ -77,8 +111,10 @@ def load_best(storage: str, study_name: str | None) -> dict[str, Any]:
     """
     import optuna
 
+    from lrtune.study.confirm import CONFIRM_SUFFIX
+
     opened = open_existing_storage(storage)
-    names = study_names(opened)
+    names = [name for name in study_names(opened) if not name.endswith(CONFIRM_SUFFIX)]
     if study_name is None:
         if len(names) != 1:
             listed = ", ".join(repr(n) for n in names) or "none"

@@ -27,6 +27,7 @@ from lrtune.study.record import (
     finder_attr,
     read_record,
 )
+from lrtune.study.selection import BASELINE_ROLE, ROLE_ATTR
 from lrtune.study.storage import find_study_id
 from lrtune.tracking import mask_secrets
 
@@ -34,8 +35,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-    from lrtune.study_tracking import StudyTracker
-    from lrtune.tracking import TrackingSettings
+    from lrtune.tracking import StudyTracker, TrackingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ class StudyOutcome:
         added: trials this run finished.
         complete, pruned, failed, running, waiting: trials in each state now.
         best: the best file (:func:`lrtune.study.best.best_file`), or None without a complete trial.
-        best_trial: the best trial's number, or None.
+        best_trial: the winning trial's number, or None.
+        confirmed, confirm_planned: confirmation runs finished and planned (0, 0 before confirmation).
         tracking_uri: the MLflow store, password masked (None without tracking).
         experiment: the MLflow experiment (None without tracking).
         parent_run_id: the MLflow parent run (None when this run logged nothing).
@@ -73,6 +74,8 @@ class StudyOutcome:
     waiting: int
     best: dict[str, Any] | None
     best_trial: int | None
+    confirmed: int
+    confirm_planned: int
     tracking_uri: str | None
     experiment: str | None
     parent_run_id: str | None
@@ -181,9 +184,14 @@ def open_study(
         study.set_user_attr(RECORD_ATTR, record.to_attr())
     stored = read_record(study.user_attrs) or record
     if not study.get_trials(deepcopy=False):
-        # One sound first trial per optimizer: the finder's suggestion, no warmup, default settings.
+        # Trial 0 is the strong default (a cosine from the finder's suggestion, no warmup), the
+        # baseline the winner is confirmed against; with several optimizers, one per optimizer.
         for name in stored.optimizers:
-            study.enqueue_trial(baseline_params(stored.space, optimizer=name), skip_if_exists=True)
+            study.enqueue_trial(
+                baseline_params(stored.space, optimizer=name),
+                user_attrs={ROLE_ATTR: BASELINE_ROLE},
+                skip_if_exists=True,
+            )
     return study, stored
 
 
@@ -238,7 +246,7 @@ def start_tracking(
         finder: optimizer → stored finder result (``finder.json`` keys).
         finder_files: optimizer → the range test's own files, when this run made them.
     """
-    from lrtune.study_tracking import PARENT_ATTR
+    from lrtune.tracking import PARENT_ATTR
 
     before = study.user_attrs.get(PARENT_ATTR)
     parent = tracker.ensure_parent(study, config_params=config_params)
@@ -305,7 +313,7 @@ def _finish_tracking(study: optuna.Study, tracker: StudyTracker, record: StudyRe
     except UsageError:
         best = None
     if best is not None:
-        tracker.log_best(best, value=float(best["value"]), trial_number=study.best_trial.number)
+        tracker.log_best(best, value=float(best["value"]), trial_number=int(best["trial"]))
     tracker.finish_parent(study)
 
 
@@ -323,7 +331,8 @@ def outcome(
     import optuna
 
     from lrtune.study.best import best_file
-    from lrtune.study_tracking import PARENT_ATTR
+    from lrtune.study.confirm import confirm_counts
+    from lrtune.tracking import PARENT_ATTR
 
     states = optuna.trial.TrialState
     all_trials = study.get_trials(deepcopy=False)
@@ -333,7 +342,8 @@ def outcome(
     parent = study.user_attrs.get(PARENT_ATTR)
     with contextlib.suppress(UsageError):
         best = best_file(study, record=record)
-        best_number = study.best_trial.number
+        best_number = int(best["trial"])
+    confirmed, confirm_planned = confirm_counts(study)
     return StudyOutcome(
         study_name=study_name,
         storage=mask_secrets(storage),
@@ -348,6 +358,8 @@ def outcome(
         waiting=count[states.WAITING],
         best=best,
         best_trial=best_number,
+        confirmed=confirmed,
+        confirm_planned=confirm_planned,
         tracking_uri=mask_secrets(tracking.tracking_uri) if tracking is not None else None,
         experiment=tracking.experiment if tracking is not None else None,
         parent_run_id=str(parent) if parent is not None else None,
@@ -363,18 +375,26 @@ def prune(trial: optuna.Trial, reason: str) -> NoReturn:
 
 
 def report_epoch(
-    trial: optuna.Trial, value: float, epoch: int, *, epochs: int, pruner: str, metric: str
+    trial: optuna.Trial,
+    value: float,
+    epoch: int,
+    *,
+    epochs: int,
+    pruner: str,
+    metric: str,
+    unit: str = "epoch",
 ) -> None:
     """Report an epoch's value to Optuna and prune when the pruner says so.
 
     A non-finite value prunes at once (the loss diverged). After the last epoch the trial is
-    done: pruning it then would only lose its result, so the pruner is not asked.
+    done: pruning it then would only lose its result, so the pruner is not asked. ``unit``
+    names the resource in the reasons (``seed`` when racing reports one value per seed).
     """
     if not math.isfinite(value):
-        prune(trial, f"diverged in epoch {epoch} ({metric} {value}); the learning rate is too high")
+        prune(trial, f"diverged in {unit} {epoch} ({metric} {value}); the learning rate is too high")
     trial.report(value, epoch)
     if epoch < epochs and trial.should_prune():
-        prune(trial, f"pruned by the {pruner} pruner after epoch {epoch} ({metric} {value:.4g})")
+        prune(trial, f"pruned by the {pruner} pruner after {unit} {epoch} ({metric} {value:.4g})")
 
 
 __all__ = [

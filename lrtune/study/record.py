@@ -7,7 +7,7 @@ A study's user attributes hold (keys are stable):
 * ``lrtune_finder_<optimizer>``: the range test each optimizer's bounds came from (the keys of
   ``finder.json``);
 * ``lrtune_config``: the settings of the run that created the study (passwords masked);
-* ``mlflow_parent_run_id``: the MLflow parent run (see :mod:`lrtune.study_tracking`).
+* ``mlflow_parent_run_id``: the MLflow parent run (see :mod:`lrtune.tracking.study_runs`).
 
 Each trial stores ``plan`` (the schedule spec and optimizer it trained with, and the factors of
 named parts as ``param_groups``), ``mlflow_run_id``

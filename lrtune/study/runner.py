@@ -15,13 +15,17 @@ import dataclasses
 import json
 import logging
 import math
+import statistics
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lrtune.errors import UsageError
+from lrtune.optimizers import OptimizerSpec
 from lrtune.study import engine
+from lrtune.study.confirm import CONFIRMS_ATTR, SEED_ATTR, run_confirmation
+from lrtune.study.racing import RACE_SEEDS, RACING, race_seed
 from lrtune.study.record import (
     PLAN_ATTR,
     RUN_ATTR,
@@ -29,6 +33,7 @@ from lrtune.study.record import (
     finder_results,
     incompatible,
 )
+from lrtune.study.selection import EPOCHS_ATTR, VAL_LOSS_ATTR
 from lrtune.study.storage import check_storage_url, open_storage
 
 if TYPE_CHECKING:
@@ -36,8 +41,8 @@ if TYPE_CHECKING:
 
     from lrtune.config import StudyConfig
     from lrtune.space import LRBounds
-    from lrtune.study_tracking import StudyTracker, TrialRun
     from lrtune.tasks import Task
+    from lrtune.tracking import StudyTracker, TrialRun
     from lrtune.trainer import EpochResult, TrainSettings
 
 logger = logging.getLogger(__name__)
@@ -65,9 +70,11 @@ def run_study(
     config: StudyConfig,
     *,
     callbacks: Sequence[engine.TrialCallback] = (),
+    confirm_callbacks: Sequence[engine.TrialCallback] = (),
     notify: Notify | None = None,
 ) -> engine.StudyOutcome:
-    """Run (or resume) the study ``config`` describes until it holds ``config.n_trials`` trials.
+    """Run (or resume) the study ``config`` describes until it holds ``config.n_trials`` trials,
+    then confirm its best trials and the baseline on fresh seeds (``config.confirm``).
 
     Every input is checked before anything is created; a resumed study keeps the settings it
     was created with (see :data:`lrtune.study.record.FIXED_SETTINGS`) and its stored bounds.
@@ -75,6 +82,8 @@ def run_study(
     Args:
         config: the study's settings.
         callbacks: Optuna callbacks called after every trial (e.g. to print progress).
+        confirm_callbacks: Optuna callbacks called after every confirmation run (trials of the
+            companion study, see :mod:`lrtune.study.confirm`).
         notify: receives one line per stage (range test, start); default: logged at INFO.
 
     Returns:
@@ -144,7 +153,9 @@ def run_study(
         differences = stored.conflicts(new, compare_bounds=given_bounds is not None)
         if differences:
             raise incompatible(study_name, differences)
-        if engine.count_done(trials) >= config.n_trials:
+        if engine.count_done(trials) >= config.n_trials and _confirmation_complete(
+            storage, study_name, config
+        ):
             import optuna
 
             say(f"study {study_name!r} already has {config.n_trials} finished trials; nothing to run")
@@ -159,7 +170,7 @@ def run_study(
                 tracking=tracking,
             )
 
-    from lrtune.study_tracking import StudyTracker
+    from lrtune.tracking import StudyTracker
 
     tracker = StudyTracker(tracking, study_name=study_name)
     _ = tracker.client  # a bad MLflow store fails here, before any work
@@ -196,12 +207,7 @@ def run_study(
     say(
         f"study {study_name!r}: {config.n_trials} trials of {record.epochs} epochs × "
         f"{record.steps_per_epoch} steps, {record.metric} ({record.direction}), "
-        f"schedules {', '.join(record.schedules)}; "
-        + (
-            "no pruning"
-            if config.pruner == "none"
-            else f"{config.pruner} pruning from epoch {engine.min_resource(record)}"
-        )
+        f"schedules {', '.join(record.schedules)}; " + _pruning_line(config.pruner, record)
     )
     objective = TaskObjective(
         _prepared(task),
@@ -214,6 +220,18 @@ def run_study(
     added = engine.run_trials(
         study, objective, n_trials=config.n_trials, timeout=config.timeout, callbacks=[tracker, *callbacks]
     )
+    if config.confirmation.enabled and engine.count_done(study.get_trials(deepcopy=False)) >= config.n_trials:
+        confirmation = config.confirmation
+        say(
+            f"confirming the {confirmation.top} best trials and the baseline on "
+            f"{confirmation.seeds} fresh seeds each"
+        )
+        objective.plans.update(
+            {t.number: dict(t.user_attrs[PLAN_ATTR]) for t in study.get_trials() if PLAN_ATTR in t.user_attrs}
+        )
+        run_confirmation(
+            study, objective.confirm, confirmation, seed=config.seed, callbacks=confirm_callbacks
+        )
     engine.finish_tracking(study, tracker, record)
     return engine.outcome(
         study,
@@ -230,8 +248,11 @@ class TaskObjective:
     """The objective of a study over a task: sample a plan, train it, log and report every epoch.
 
     The objective value is the last epoch's validation metric (``val_loss`` without a metric),
-    so a schedule is judged by where it ends. A diverged epoch (NaN/inf or a loss explosion,
-    :class:`lrtune.trainer.EpochResult`) prunes the trial with its reason; the study goes on.
+    so a schedule is judged by where it ends; with the ``racing`` pruner it is the mean of that
+    over the seeds the trial trained (:mod:`lrtune.study.racing`). A diverged epoch (NaN/inf or a
+    loss explosion, :class:`lrtune.trainer.EpochResult`) prunes the trial with its reason; the
+    study goes on. Each trial records its final validation loss (``val_loss``, the tie-breaker of
+    :mod:`lrtune.study.selection`) and the epochs it trained (``epochs_trained``, its cost).
 
     Args:
         task: the task, loaded once per process (every trial builds a fresh model).
@@ -258,49 +279,121 @@ class TaskObjective:
         self.settings = settings
         self.seed = seed
         self.pruner = pruner
+        #: Study trial number → its plan, for :meth:`confirm` (filled before confirmation).
+        self.plans: dict[int, dict[str, Any]] = {}
 
     def __call__(self, trial: optuna.Trial) -> float:
         from lrtune.space import sample
-        from lrtune.trainer import fit
 
         record = self.record
         plan = sample(
             trial, record.space, total_steps=record.total_steps, steps_per_epoch=record.steps_per_epoch
         )
         trial.set_user_attr(PLAN_ATTR, plan.to_dict())
-        settings = dataclasses.replace(self.settings, seed=(self.seed + trial.number) % 2**32)
-        with self.tracker.start_trial(trial, params=trial.params) as run:
-            trial.set_user_attr(RUN_ATTR, run.run_id)
-            hook = _EpochHook(
-                trial, run, self.task, metric=record.metric, pruner=self.pruner, epochs=record.epochs
-            )
+        seed = (self.seed + trial.number) % 2**32
+        epochs_trained: list[int] = []
+        try:
+            with self.tracker.start_trial(trial, params=trial.params) as run:
+                trial.set_user_attr(RUN_ATTR, run.run_id)
+                if self.pruner == RACING:
+                    return self._race(trial, run, plan.to_dict(), seed=seed, counted=epochs_trained)
+                hook = _EpochHook(
+                    trial, run, self.task, metric=record.metric, pruner=self.pruner, epochs=record.epochs
+                )
+                final = self._fit(plan.to_dict(), seed=seed, hook=hook, counted=epochs_trained)
+                trial.set_user_attr(VAL_LOSS_ATTR, _finite_or_none(final.val_loss))
+                return hook.value(final)
+        finally:
+            trial.set_user_attr(EPOCHS_ATTR, sum(epochs_trained))
+
+    def _fit(
+        self, plan: Mapping[str, Any], *, seed: int, hook: _EpochLogger, counted: list[int]
+    ) -> EpochResult:
+        """Train ``plan`` with ``seed``, every epoch through ``hook``; the final epoch."""
+        from lrtune.parts import from_json
+        from lrtune.trainer import fit
+
+        try:
             result = fit(
                 self.task,
-                optimizer=plan.optimizer,
-                schedule=plan.schedule,
-                base_lr=plan.base_lr,
-                settings=settings,
+                optimizer=OptimizerSpec.from_dict(plan["optimizer"]),
+                schedule=plan["schedule"],
+                settings=dataclasses.replace(self.settings, seed=seed),
                 on_epoch=hook,
-                param_groups=plan.param_groups,
+                param_groups=from_json(plan.get("param_groups") or {}),
             )
-            value = hook.value(result.final())
+        finally:
+            counted.append(hook.epochs)
+        return result.final()
+
+    def _race(
+        self, trial: optuna.Trial, run: TrialRun, plan: Mapping[str, Any], *, seed: int, counted: list[int]
+    ) -> float:
+        """Train ``plan`` to the end on up to :data:`RACE_SEEDS` seeds, reporting the running mean."""
+        record = self.record
+        values: list[float] = []
+        losses: list[float] = []
+        for index in range(RACE_SEEDS):
+            hook = _EpochHook(
+                trial,
+                run if index == 0 else None,
+                self.task,
+                metric=record.metric,
+                pruner=self.pruner,
+                epochs=record.epochs,
+                report=False,
+            )
+            final = self._fit(plan, seed=race_seed(base=seed, index=index), hook=hook, counted=counted)
+            values.append(hook.value(final))
+            losses.append(final.val_loss)
+            run.log_values({"race_value": values[-1]}, step=index + 1)
+            trial.set_user_attr(VAL_LOSS_ATTR, _finite_or_none(statistics.fmean(losses)))
+            engine.report_epoch(
+                trial,
+                statistics.fmean(values),
+                index + 1,
+                epochs=RACE_SEEDS,
+                pruner=self.pruner,
+                metric=record.metric,
+                unit="seed",
+            )
+        return statistics.fmean(values)
+
+    def confirm(self, trial: optuna.Trial) -> float:
+        """Retrain study trial ``trial.user_attrs["confirms"]`` with seed ``trial.user_attrs["seed"]``.
+
+        The objective of the companion study (:mod:`lrtune.study.confirm`): the run is logged as a
+        child of the study's parent run (``lrtune.role = confirm``), never pruned; a run that
+        diverges scores the worst value rather than failing, so it is not retried forever.
+        """
+        import optuna
+
+        number, seed = trial.user_attrs.get(CONFIRMS_ATTR), trial.user_attrs.get(SEED_ATTR)
+        if number is None or seed is None:  # another worker took the last queued run first
+            raise optuna.TrialPruned("nothing left to confirm")
+        plan = self.plans[int(number)]
+        with self.tracker.start_confirm(int(number), seed=int(seed), params=plan_params(plan)) as run:
+            hook = _EpochLogger(run, self.task)
+            final = self._fit(plan, seed=int(seed), hook=hook, counted=[])
+            value = hook.value(final)
+            trial.set_user_attr(VAL_LOSS_ATTR, _finite_or_none(final.val_loss))
+        if math.isnan(value):
+            return -math.inf if self.record.direction == "maximize" else math.inf
         return value
 
 
-class _EpochHook:
-    """``fit``'s ``on_epoch``: log the epoch, prune on divergence, report to Optuna, prune if told."""
+class _EpochLogger:
+    """``fit``'s ``on_epoch`` for a run that is only logged: train/val loss, the metric, the LRs.
 
-    def __init__(
-        self, trial: optuna.Trial, run: TrialRun, task: Task, *, metric: str, pruner: str, epochs: int
-    ) -> None:
+    With ``run`` None nothing is logged (a racing trial logs the curves of its first seed only).
+    """
+
+    def __init__(self, run: TrialRun | None, task: Task) -> None:
         from lrtune.tasks import metric_name
 
-        self.epochs = epochs
-        self.trial = trial
         self.run = run
-        self.metric = metric
-        self.pruner = pruner
         self.metric_name = metric_name(task)
+        self.epochs = 0  # epochs trained so far, for the study's budget
 
     def value(self, epoch: EpochResult) -> float:
         if self.metric_name is None or epoch.val_metric is None:
@@ -308,6 +401,9 @@ class _EpochHook:
         return float(epoch.val_metric)
 
     def __call__(self, epoch: EpochResult) -> None:
+        self.epochs += 1
+        if self.run is None:
+            return
         metrics = (
             {self.metric_name: epoch.val_metric} if self.metric_name and epoch.val_metric is not None else {}
         )
@@ -319,6 +415,34 @@ class _EpochHook:
             lrs=epoch.lrs,
             first_step=epoch.steps - len(epoch.lrs),
         )
+
+
+class _EpochHook(_EpochLogger):
+    """``fit``'s ``on_epoch`` for a trial: log the epoch, prune on divergence, report to Optuna, prune if told.
+
+    With ``report`` false (racing, which reports per seed) epochs are not reported.
+    """
+
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        run: TrialRun | None,
+        task: Task,
+        *,
+        metric: str,
+        pruner: str,
+        epochs: int,
+        report: bool = True,
+    ) -> None:
+        super().__init__(run, task)
+        self.total_epochs = epochs
+        self.trial = trial
+        self.metric = metric
+        self.pruner = pruner
+        self.report = report
+
+    def __call__(self, epoch: EpochResult) -> None:
+        super().__call__(epoch)
         value = self.value(epoch)
         if epoch.diverged:
             engine.prune(
@@ -326,9 +450,62 @@ class _EpochHook:
                 f"diverged in epoch {epoch.epoch} (train_loss {epoch.train_loss:.4g}, "
                 f"val_loss {epoch.val_loss:.4g}); the learning rate is too high",
             )
-        engine.report_epoch(
-            self.trial, value, epoch.epoch, epochs=self.epochs, pruner=self.pruner, metric=self.metric
+        if self.report:
+            engine.report_epoch(
+                self.trial,
+                value,
+                epoch.epoch,
+                epochs=self.total_epochs,
+                pruner=self.pruner,
+                metric=self.metric,
+            )
+
+
+def _pruning_line(pruner: str, record: StudyRecord) -> str:
+    if pruner == "none":
+        return "no pruning"
+    if pruner == RACING:
+        return (
+            f"racing: every trial trains its whole schedule; the best third train {RACE_SEEDS} seeds in all"
         )
+    return f"{pruner} pruning from epoch {engine.min_resource(record)}"
+
+
+def plan_params(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """A plan as MLflow params: the schedule's keys (``type`` as ``schedule``) and the optimizer's name.
+
+    Example:
+        >>> plan_params({"schedule": {"type": "cosine", "base_lr": 0.1}, "optimizer": {"name": "sgd"}})
+        {'schedule': 'cosine', 'base_lr': 0.1, 'optimizer': 'sgd'}
+    """
+    spec = dict(plan["schedule"])
+    return {"schedule": spec.pop("type"), **spec, "optimizer": plan["optimizer"]["name"]}
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _confirmation_complete(
+    storage: optuna.storages.BaseStorage, study_name: str, config: StudyConfig
+) -> bool:
+    """Whether the study's confirmation is done for its current search (or not asked for)."""
+    import optuna
+
+    from lrtune.study.confirm import choose_candidates, load_confirm_study, read_confirmed, stored_candidates
+
+    if not config.confirmation.enabled:
+        return True
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    chosen = choose_candidates(study, config.confirmation, seed=config.seed)
+    if chosen is None:
+        return True
+    confirm_study = load_confirm_study(study)
+    return (
+        confirm_study is not None
+        and stored_candidates(confirm_study) == chosen
+        and read_confirmed(confirm_study) is not None
+    )
 
 
 def _read_bounds(path_text: str) -> tuple[LRBounds, dict[str, Any]]:

@@ -7,7 +7,7 @@ FAIL and enqueues a copy with the same params (up to :data:`MAX_RETRY` times). H
 written only inside ``study.optimize`` (not with ask/tell), so lrtune always uses ``optimize``.
 
 An SQLite storage is opened in WAL mode with ``synchronous=NORMAL`` (a study commits a few
-dozen times per trial; see :mod:`lrtune.sqlite_tuning`, which also says why a file on a
+dozen times per trial; see :mod:`lrtune.tracking.sqlite_tuning`, which also says why a file on a
 network file system keeps SQLite's defaults).
 
 A password in a storage URL never reaches the terminal or a log: errors name the URL with
@@ -113,7 +113,7 @@ def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.RDBStor
     """
     import optuna
 
-    from lrtune.sqlite_tuning import tune_sqlite_url
+    from lrtune.tracking.sqlite_tuning import tune_sqlite_url
 
     check_storage_url(url)
     mask_secrets_in_logs()

@@ -8,10 +8,12 @@ study plots as artifacts; its id is kept in the study's user attribute
 ``mlflow.parentRunId``, ``lrtune.trial_number``, ``lrtune.state``, ``lrtune.study``),
 the trial's params, per-epoch ``train_loss``/``val_loss``/``val_<metric>`` and the
 per-step ``lr``. Pruned trials end KILLED, failed ones FAILED, with the reason in tag
-``lrtune.reason``; a retried trial gets a new run tagged ``lrtune.retried_from``.
+``lrtune.reason``; a retried trial gets a new run tagged ``lrtune.retried_from``. Confirmation
+runs (:mod:`lrtune.study.confirm`) are children too, tagged ``lrtune.role = confirm``,
+``lrtune.trial_number`` (the trial they retrain) and ``lrtune.seed``.
 
 A trial's params, per-epoch metrics and ``objective`` are sent by one background thread per
-tracker (:class:`lrtune.tracking.BatchWriter`), so training never waits for the store; a
+tracker (:class:`lrtune.tracking.writer.BatchWriter`), so training never waits for the store; a
 run is ended only after everything queued for it is stored, and :meth:`StudyTracker.flush`
 (called by ``finish_parent``) waits for the rest.
 
@@ -45,17 +47,17 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from lrtune.errors import LrtuneError, UsageError, one_line
-from lrtune.tracking import (
-    BatchWriter,
+from lrtune.tracking.masking import mask_secrets
+from lrtune.tracking.stores import (
     TrackingSettings,
     experiment_id,
     log_files,
     log_params,
     log_values,
-    mask_secrets,
     open_client,
     param_entities,
 )
+from lrtune.tracking.writer import BatchWriter
 
 if TYPE_CHECKING:
     import optuna
@@ -309,11 +311,34 @@ class StudyTracker:
             self.close_stale_runs(self._study)
         return trial_run
 
+    def start_confirm(self, trial_number: int, *, seed: int, params: Mapping[str, Any]) -> TrialRun:
+        """Create the child run of a confirmation run: trial ``trial_number``'s plan retrained with ``seed``.
+
+        Tagged ``lrtune.role = confirm``, ``lrtune.trial_number`` (the trial it confirms) and
+        ``lrtune.seed``; use it as a context manager like :meth:`start_trial`.
+        """
+        tags = {
+            "mlflow.parentRunId": self.parent_run_id(),
+            "lrtune.study": self.study_name,
+            "lrtune.role": "confirm",
+            "lrtune.trial_number": str(trial_number),
+            "lrtune.seed": str(seed),
+            "lrtune.state": "RUNNING",
+        }
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"confirm-{trial_number}-seed-{seed}", tags=tags
+        )
+        confirm_run = TrialRun(self.client, str(run.info.run_id), number=trial_number, writer=self.writer)
+        self.writer.log(confirm_run.run_id, params=param_entities(params))
+        return confirm_run
+
     def close_stale_runs(self, study: optuna.Study) -> int:
         """End RUNNING trial runs whose trial Optuna already finished (a worker died); returns how many."""
         finished = {t.number: t for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
         closed = 0
         for run in self._children(self.parent_run_id(), status="RUNNING"):
+            if run.data.tags.get("lrtune.role", "trial") != "trial":
+                continue
             number = run.data.tags.get("lrtune.trial_number", "")
             frozen = finished.get(int(number)) if number.isdigit() else None
             if frozen is None:
