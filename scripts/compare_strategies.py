@@ -29,7 +29,7 @@ Run from the repository root::
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/compare_strategies.py --plot docs/compare-strategies.png
     OMP_NUM_THREADS=1 .venv/bin/python scripts/compare_strategies.py --tasks digits        # digits alone
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/compare_strategies.py --quick --tasks digits  # smoke run, < 1 min
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/compare_strategies.py --quick --tasks digits  # smoke run, about a minute
 """
 
 from __future__ import annotations
@@ -569,7 +569,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: 4 trials of 2 epochs, confirmation 1×1, 2 fresh seeds (well under a minute per task)",
+        help="smoke run: 4 trials of 2 epochs, confirmation 1×1, 2 fresh seeds (about a minute per task on a busy 2-core machine, mostly start-up and the range test)",
     )
     args = parser.parse_args(argv)
     if args.quick:
