@@ -264,3 +264,32 @@ def test_study_scripts_reject_bad_arguments_with_exit_code_2(
         namespace["parse_args"](["--help"])
     assert exc.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_compare_pruners_spends_the_same_budget_under_each_pruner(tmp_path: Path) -> None:
+    proc = run(
+        [
+            str(SCRIPTS / "compare_pruners.py"),
+            "--quick",
+            "--pruners",
+            "none,racing",
+            "--studies",
+            "1",
+            "--json",
+            str(tmp_path / "runs.json"),
+        ],
+        tmp_path,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[1]: line.split() for line in proc.stdout.splitlines() if line.startswith("digits ")}
+    assert {"none", "racing", "(default)"} <= set(rows), proc.stdout
+    runs = json.loads((tmp_path / "runs.json").read_text())
+    assert {r["pruner"] for r in runs} == {"none", "racing"}
+    for r in runs:
+        assert r["search_epochs"] >= 6 * 4  # the budget: 6 full trials of 4 epochs
+        assert len(r["winner_test"]) == len(r["default_test"]) == 2  # the fresh test seeds
+        assert r["winner"]["confirmed"] is True and "gain" in r["winner"]
+        assert all(0 < v <= 1 for v in r["winner_test"])
+    none = next(r for r in runs if r["pruner"] == "none")
+    assert none["trials"] == 6 and none["search_epochs"] == 24  # no pruning: every trial trains all epochs

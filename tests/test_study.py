@@ -432,7 +432,12 @@ def test_tune_runs_a_users_training_loop(tmp_path: Path, empty_mlflow_db: Path) 
     study = tune(toy_train, n_trials=6, **kwargs)
     trials = study.get_trials()
     assert len(trials) == 6
-    assert trials[0].params == {"schedule": "constant", "base_lr": 0.05, "warmup_frac": 0.0}
+    assert trials[0].params == {
+        "schedule": "cosine",
+        "base_lr": 0.05,
+        "warmup_frac": 0.0,
+        "min_lr_ratio": 0.001,
+    }
     assert trials[0].value == pytest.approx(1 / 3)
     states = {t.params["schedule"]: t.state for t in trials}
     assert states.get("step", optuna.trial.TrialState.PRUNED) == optuna.trial.TrialState.PRUNED
@@ -475,10 +480,15 @@ def test_tune_in_memory_checks_its_arguments() -> None:
         steps_per_epoch=10,
     )
     assert len(study.get_trials()) == 2
+    first = study.get_trials()[0]
+    assert first.user_attrs["role"] == "baseline" and first.params["schedule"] == "cosine"
+    assert first.params["base_lr"] == 0.05 and first.params["warmup_frac"] == 0.0
     with pytest.raises(UsageError, match="n_trials"):
         tune(toy_train, bounds=LRBounds(1e-3, 1.0, 0.05), n_trials=0, epochs=3, steps_per_epoch=10)
     with pytest.raises(UsageError, match="sampler"):
         tune(toy_train, bounds=LRBounds(1e-3, 1.0, 0.05), sampler="nope", epochs=3, steps_per_epoch=10)
+    with pytest.raises(UsageError, match="racing pruner trains each trial on several seeds"):
+        tune(toy_train, bounds=LRBounds(1e-3, 1.0, 0.05), pruner="racing", epochs=3, steps_per_epoch=10)
     with pytest.raises(UsageError, match="direction"):
         tune(toy_train, bounds=LRBounds(1e-3, 1.0, 0.05), direction="up", epochs=3, steps_per_epoch=10)
     with pytest.raises(UsageError, match="at least one optimizer"):

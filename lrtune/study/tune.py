@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from lrtune.errors import UsageError
 from lrtune.space import LRBounds
 from lrtune.study import engine
+from lrtune.study.racing import RACING
 from lrtune.study.record import PLAN_ATTR, RUN_ATTR, StudyRecord, incompatible
 
 if TYPE_CHECKING:
@@ -89,6 +90,10 @@ def tune(
 
     Returns:
         The Optuna study; each trial's ``user_attrs["plan"]`` holds its schedule and optimizer.
+        Trial 0 is the strong default (a cosine from the bounds' ``suggested_lr``, user attribute
+        ``role = baseline``). Unlike ``lrtune study``, ``tune`` does not confirm the winner on
+        fresh seeds: ``train_fn`` takes no seed. Retrain the best few plans yourself before
+        trusting a small difference.
     """
     from lrtune.config import DEFAULT_SCHEDULES, PRUNERS, SAMPLERS
 
@@ -97,6 +102,11 @@ def tune(
     for name, value, known in (("sampler", sampler, SAMPLERS), ("pruner", pruner, PRUNERS)):
         if value not in known:
             raise UsageError(f"unknown {name} {value!r}; choose one of: {', '.join(known)}")
+    if pruner == RACING:
+        raise UsageError(
+            "the racing pruner trains each trial on several seeds itself, which a train_fn of your own "
+            "cannot be asked to do; use hyperband, median or none"
+        )
     if not callable(train_fn):
         raise UsageError(f"train_fn must be callable, got {type(train_fn).__name__}")
     by_optimizer = {optimizer: bounds} if isinstance(bounds, LRBounds) else dict(bounds)
