@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from lrtune import load_schedule
 from lrtune.config import load_study_file
-from lrtune.errors import LrtuneError, UsageError
+from lrtune.errors import LrtuneError
 from lrtune.optimizers import OptimizerSpec
 from lrtune.tasks import Task, load_task, metric_name
 from lrtune.trainer import FitResult, TrainSettings, fit
@@ -353,20 +353,18 @@ def read_study(
 # --------------------------------------------------------------------------- one task
 
 
+def study_file_of(task_name: str) -> Path:
+    """The study file a task's study runs with (the digits file for tasks without their own)."""
+    return STUDY_FILES.get(task_name, STUDY_FILES["digits"])
+
+
 def measure_task(args: argparse.Namespace, task_name: str, seeds: Sequence[int], work: Path) -> TaskReport:
     task = load_task(task_name, data_dir=args.data_dir, download=False)
     if task.test is None:
         raise LrtuneError(f"task {task.name!r} has no test split to score on")
-    study_file = STUDY_FILES.get(task_name, STUDY_FILES["digits"])
+    study_file = study_file_of(task_name)
     file_values = load_study_file(study_file)
     epochs = args.epochs or int(file_values.get("epochs", 10))
-    n_trials = args.n_trials or int(file_values.get("n_trials", 30))
-    trial_seeds = range(args.study_seed, args.study_seed + n_trials)  # confirmation seeds lie a million above
-    if any(seed in trial_seeds for seed in seeds):
-        raise UsageError(
-            f"the fresh seeds must differ from the study's trial seeds {trial_seeds.start}..{trial_seeds.stop - 1}: "
-            f"raise --seed-base above {trial_seeds.stop - 1}"
-        )
     batch_size = int(file_values.get("batch_size") or task.batch_size)
     steps_per_epoch = math.ceil(len(task.train) / batch_size)  # type: ignore[arg-type]
     print(
@@ -589,6 +587,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--threads must be at least 1")
     if args.seed_base < 0:
         parser.error("--seed-base must be >= 0")
+    # Search trial n trains with study seed + n; confirmation and racing seeds lie a million and more above.
+    for task_name in args.task_names:
+        n_trials = args.n_trials or int(load_study_file(study_file_of(task_name)).get("n_trials", 30))
+        last = args.study_seed + n_trials - 1
+        if args.seed_base <= last and args.study_seed < args.seed_base + args.seeds:  # the two ranges overlap
+            parser.error(
+                f"the fresh seeds {args.seed_base}.. must differ from the seeds {task_name}'s study trains with "
+                f"({args.study_seed}..{last}): use --seed-base > {last}"
+            )
     if args.work_dir is not None and not args.work_dir.is_dir():
         parser.error(f"--work-dir {str(args.work_dir)!r} is not a folder")
     args.data_dir = args.data_dir.resolve()

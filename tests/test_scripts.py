@@ -241,10 +241,12 @@ def test_bench_study_overhead_times_equal_trials_through_the_real_study_engine(t
 @pytest.mark.parametrize(
     ("script", "args"),
     [
-        (COMPARE, ["--seeds", "0"]),
-        (COMPARE, ["--studies", "0"]),
-        (COMPARE, ["--seed-base", "5"]),  # the study trains with seeds 0..30
-        (COMPARE, ["--study-file", "no-such-study.yaml"]),
+        (COMPARE, ["--seeds", "1"]),  # a paired interval needs two seeds
+        (COMPARE, ["--seed-base", "5"]),  # the studies train with seeds 0..29
+        (COMPARE, ["--tasks", "mnist1d-cnn", "--study-seed", "990"]),  # 990..1019 meets the fresh 1000..1009
+        (COMPARE, ["--tasks", ","]),
+        (COMPARE, ["--n-trials", "0"]),
+        (COMPARE, ["--confirm", "-1"]),
         (BENCH_STUDY, ["--pairs", "0"]),
         (BENCH_STUDY, ["--pairs", "3", "--end-to-end", "4"]),
         (BENCH_STUDY, ["--trial-seconds", "0"]),
