@@ -115,11 +115,18 @@ class EpochResult:
 
 @dataclass(frozen=True)
 class FitResult:
-    """Every epoch of a :func:`fit` run and how it ended."""
+    """Every epoch of a :func:`fit` run and how it ended.
+
+    ``test_loss`` and ``test_metric`` are the trained model's figures on ``task.test`` when ``fit``
+    was asked for them (``test=True``), else ``None``; ``test_metric`` is also ``None`` for a task
+    without a metric.
+    """
 
     epochs: tuple[EpochResult, ...]
     diverged: bool
     stopped_early: bool
+    test_loss: float | None = None
+    test_metric: float | None = None
 
     def final(self) -> EpochResult:
         """The last epoch trained."""
@@ -242,6 +249,7 @@ def fit(
     base_lr: float | None = None,
     settings: TrainSettings = TrainSettings(),
     on_epoch: EpochCallback | None = None,
+    test: bool = False,
 ) -> FitResult:
     """Train a fresh ``task.model()`` and evaluate it after every epoch.
 
@@ -258,10 +266,14 @@ def fit(
         settings: epochs, seed, device, AMP, gradient clipping, divergence rule.
         on_epoch: called with each :class:`EpochResult` (the diverged one included); returning
             true stops training after that epoch. Its exceptions (e.g. Optuna's pruning) propagate.
+        test: also evaluate the model as training left it on ``task.test`` (the held-out split no
+            study selects on) into ``test_loss``/``test_metric``; training is the same either way.
 
     Returns:
         every epoch's result; ``diverged`` when the loss blew up (training stops, nothing raises).
     """
+    if test and task.test is None:
+        raise UsageError(f"task {task.name!r} has no test split; give the Task a test dataset")
     if schedule is None and base_lr is None:
         raise UsageError("fit needs base_lr when no schedule is given (the learning rate stays at base_lr)")
     if base_lr is not None and not _positive(base_lr):
@@ -344,4 +356,16 @@ def fit(
             if stop:
                 stopped_early = True
                 break
-    return FitResult(epochs=tuple(results), diverged=results[-1].diverged, stopped_early=stopped_early)
+        test_loss = test_metric = None
+        if test and task.test is not None:
+            test_batches = make_loader(
+                task.test, batch_size=2 * batch_size, shuffle=False, device=device, seed=settings.seed
+            )
+            test_loss, test_metric = evaluate(model, test_batches, task, autocast=autocast)
+    return FitResult(
+        epochs=tuple(results),
+        diverged=results[-1].diverged,
+        stopped_early=stopped_early,
+        test_loss=test_loss,
+        test_metric=test_metric,
+    )
