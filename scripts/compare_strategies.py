@@ -17,7 +17,8 @@ never saw (it selects on the validation split):
   e^(−0.1)); the script checks the LR of every optimizer step against the formula.
 - ``Adam``: Adam (torch defaults) at a constant 1e-3.
 - ``strong default``: what one ``lrtune find`` gives without a study: SGD (momentum 0.9), a cosine from the range
-  test's ``suggested_lr`` (the study's own range test, read from its storage) down to 0, no warmup.
+  test's ``suggested_lr`` (the study's own range test, read from its storage) down to 0.1 % of it, no warmup —
+  exactly the study's baseline trial.
 - ``study winner``: the best file's optimizer and schedule (``lrtune.load_schedule``) at its epochs.
 
 The table gives mean ± std (and range) over the fresh seeds of the test accuracy and loss; then a paired 95 %
@@ -58,6 +59,7 @@ from lrtune import load_schedule
 from lrtune.config import load_study_file
 from lrtune.errors import LrtuneError
 from lrtune.optimizers import OptimizerSpec
+from lrtune.space import MIN_LR_RATIO
 from lrtune.tasks import Task, load_task, metric_name
 from lrtune.trainer import FitResult, TrainSettings, fit
 
@@ -210,12 +212,16 @@ def classics(steps_per_epoch: int, epochs: int) -> list[Strategy]:
 
 
 def strong_default(suggested_lr: float, epochs: int) -> Strategy:
-    """One ``lrtune find`` and no study: SGD momentum 0.9, cosine from ``suggested_lr`` to 0, no warmup."""
+    """One ``lrtune find`` and no study: SGD momentum 0.9, a cosine from ``suggested_lr`` to (nearly) 0, no warmup.
+
+    Exactly the study's baseline trial: the cosine ends at the floor of the space's ``min_lr`` ratio (0.1 %).
+    """
     return Strategy(
         DEFAULT,
         MOMENTUM_SGD,
-        {"type": "cosine", "base_lr": suggested_lr, "min_lr": 0.0},
-        f"SGD (momentum 0.9), cosine from the range test's suggested_lr {suggested_lr:.3g} to 0, no warmup",
+        {"type": "cosine", "base_lr": suggested_lr, "min_lr": suggested_lr * MIN_LR_RATIO[0]},
+        f"SGD (momentum 0.9), cosine from the range test's suggested_lr {suggested_lr:.3g} to "
+        f"{MIN_LR_RATIO[0]:.1%} of it, no warmup (the study's baseline trial)",
         epochs,
     )
 
