@@ -4,7 +4,8 @@ For each layer-norm placement (post-LN, the task's default, and pre-LN):
 
 1. lrtune's range test (Adam, the task's train set, ``repeats`` sweeps) gives ``suggested_lr`` and
    ``lr_high``.
-2. For each peak LR (the suggestion and ``lr_high``), the task is trained for ``--epochs`` epochs on
+2. For each peak LR (the suggestion, ``lr_high`` and three times ``lr_high``, where a study's search of
+   base LRs with warmup may reach), the task is trained for ``--epochs`` epochs on
    ``--seeds`` fresh seeds with three schedules that share that peak:
 
    - ``cosine``: cosine decay to peak/100 from the first step (no warmup);
@@ -43,6 +44,7 @@ from lrtune.trainer import TrainSettings, fit
 
 SCHEDULES = ("cosine", "cosine+warmup", "inverse_sqrt")
 NORMS = {"post": False, "pre": True}
+PEAKS = ("suggested", "lr_high", "3x_lr_high")
 
 
 def with_norm(task: Task, norm: str) -> Task:
@@ -101,7 +103,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             f"({time.perf_counter() - started:.0f} s)",
             flush=True,
         )
-        peaks = {"suggested": suggested, "lr_high": high}
+        peaks = {"suggested": suggested, "lr_high": high, "3x_lr_high": 3 * high}
         for peak_name in args.peaks:
             peak = peaks[peak_name]
             for name in SCHEDULES:
@@ -168,7 +170,7 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace, warmup_not
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=5, help="epochs per run (default 5)")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per run (default 4)")
     parser.add_argument("--seeds", type=int, default=3, help="fresh seeds per cell (default 3)")
     parser.add_argument("--warmup-frac", type=float, default=0.1, help="warmup, as a fraction of all steps")
     parser.add_argument("--norms", default="post,pre", help="layer-norm placements: post,pre")
@@ -179,10 +181,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="range-test sweeps")
     parser.add_argument("--train-size", type=int, default=None, help="use only this many training sequences")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quick", action="store_true", help="1 epoch, 2 seeds, post-LN, lr_high: seconds")
+    parser.add_argument("--quick", action="store_true", help="1 epoch, 2 seeds, post-LN, 3x lr_high: seconds")
     args = parser.parse_args(argv)
     if args.quick:
-        args.epochs, args.seeds, args.norms, args.peaks = 1, 2, "post", "lr_high"
+        args.epochs, args.seeds, args.norms, args.peaks = 1, 2, "post", "3x_lr_high"
         args.num_iter, args.repeats, args.train_size = 100, 1, 2000
     args.norms = [n.strip() for n in args.norms.split(",") if n.strip()]
     args.peaks = [p.strip() for p in args.peaks.split(",") if p.strip()]
@@ -192,8 +194,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--warmup-frac must lie in (0, 1), got {args.warmup_frac}")
     if not args.norms or any(n not in NORMS for n in args.norms):
         parser.error(f"--norms must name some of {', '.join(NORMS)}, got {','.join(args.norms)!r}")
-    if not args.peaks or any(p not in ("suggested", "lr_high") for p in args.peaks):
-        parser.error(f"--peaks must name some of suggested, lr_high, got {','.join(args.peaks)!r}")
+    if not args.peaks or any(p not in PEAKS for p in args.peaks):
+        parser.error(f"--peaks must name some of {', '.join(PEAKS)}, got {','.join(args.peaks)!r}")
     if args.train_size is not None and args.train_size < 64:
         parser.error("--train-size must be at least 64")
     return args
