@@ -4,8 +4,8 @@ For each layer-norm placement (post-LN, the task's default, and pre-LN):
 
 1. lrtune's range test (Adam, the task's train set, ``repeats`` sweeps) gives ``suggested_lr`` and
    ``lr_high``.
-2. For each peak LR (the suggestion, ``lr_high`` and three times ``lr_high``, where a study's search of
-   base LRs with warmup may reach), the task is trained for ``--epochs`` epochs on
+2. For each peak LR (by default ``lr_high`` and three times ``lr_high``; ``--peaks suggested`` adds the
+   suggestion, where a short run needs no warmup), the task is trained for ``--epochs`` epochs on
    ``--seeds`` fresh seeds with three schedules that share that peak:
 
    - ``cosine``: cosine decay to peak/100 from the first step (no warmup);
@@ -17,7 +17,7 @@ For each layer-norm placement (post-LN, the task's default, and pre-LN):
 
 Run from the repository root::
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/warmup_matters.py            # about 8 minutes on one core
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/warmup_matters.py            # about 5 minutes on one core
     OMP_NUM_THREADS=1 .venv/bin/python scripts/warmup_matters.py --quick    # well under a minute
 """
 
@@ -170,12 +170,14 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace, warmup_not
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per run (default 4)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run (default 3)")
     parser.add_argument("--seeds", type=int, default=3, help="fresh seeds per cell (default 3)")
     parser.add_argument("--warmup-frac", type=float, default=0.1, help="warmup, as a fraction of all steps")
     parser.add_argument("--norms", default="post,pre", help="layer-norm placements: post,pre")
     parser.add_argument(
-        "--peaks", default="suggested,lr_high", help="peak LRs from the finder: suggested,lr_high"
+        "--peaks",
+        default="lr_high,3x_lr_high",
+        help=f"peak LRs from the finder, some of {', '.join(PEAKS)} (default: lr_high,3x_lr_high)",
     )
     parser.add_argument("--num-iter", type=int, default=200, help="range-test updates per sweep")
     parser.add_argument("--repeats", type=int, default=3, help="range-test sweeps")
