@@ -302,7 +302,7 @@ def sort_transformer_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = Tr
 
     8,000 generated training sequences (1,000 validation, 1,000 test kept aside by
     :func:`~lrtune.datasets.sort_splits`), offline. The model takes ``model(input_ids=..., labels=...)``
-    and returns its loss and per-token logits; the metric is token accuracy. About two seconds per epoch
+    and returns its loss and per-token logits; the metric is token accuracy. About three seconds per epoch
     on one CPU core.
     """
     train, val, _test = sort_splits(length=SORT_LENGTH, vocab=SORT_VOCAB)

@@ -17,7 +17,7 @@ For each layer-norm placement (post-LN, the task's default, and pre-LN):
 
 Run from the repository root::
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/warmup_matters.py            # about 5 minutes on one core
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/warmup_matters.py            # about 7 minutes on one core
     OMP_NUM_THREADS=1 .venv/bin/python scripts/warmup_matters.py --quick    # well under a minute
 """
 
