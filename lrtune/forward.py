@@ -7,8 +7,9 @@ Two batch shapes are accepted everywhere (the finder, :class:`~lrtune.tasks.Task
   loss is the output's ``loss`` (attribute or key), as models that compute their own loss return it; with a
   criterion the targets are ``batch["labels"]``.
 
-Internally a batch is always split into ``(inputs, targets)``: for a mapping, ``inputs`` is the mapping
-itself and ``targets`` its ``labels`` (``None`` when it has none).
+Internally a batch is always split into ``(inputs, targets)``: for a mapping, ``inputs`` is the mapping as
+:class:`Kwargs` (so a pair whose inputs happen to be a dict still goes in as ``model(inputs)``) and
+``targets`` its ``labels`` (``None`` when it has none).
 
 Example:
     >>> import torch
@@ -40,14 +41,19 @@ LOSS_KEY = "loss"
 LOGITS_KEY = "logits"
 
 
+class Kwargs(dict[str, Any]):
+    """The keyword arguments of one mapping batch: the model is called as ``model(**kwargs)``."""
+
+
 def split_batch(batch: Any, what: str) -> tuple[Any, Any]:
-    """``(inputs, targets)`` of one batch: a pair as is, a mapping as ``(batch, batch.get("labels"))``.
+    """``(inputs, targets)`` of one batch: a pair as is, a mapping as ``(Kwargs(batch), batch.get("labels"))``.
 
     Raises:
         UsageError: the batch is neither a pair nor a mapping (``what`` names where it came from).
     """
     if isinstance(batch, Mapping):
-        return batch, batch.get(LABELS_KEY)
+        kwargs = batch if isinstance(batch, Kwargs) else Kwargs(batch)
+        return kwargs, kwargs.get(LABELS_KEY)
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
         return batch[0], batch[1]
     size = f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""
@@ -71,8 +77,8 @@ def output_field(outputs: Any, name: str) -> Any:
 
 
 def forward(model: nn.Module | Callable[..., Any], inputs: Any) -> Any:
-    """``model(**inputs)`` for a mapping, ``model(inputs)`` otherwise."""
-    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+    """``model(**inputs)`` for the inputs of a mapping batch (:class:`Kwargs`), ``model(inputs)`` otherwise."""
+    return model(**inputs) if isinstance(inputs, Kwargs) else model(inputs)
 
 
 def forward_loss(
@@ -87,14 +93,15 @@ def forward_loss(
         model: the model.
         criterion: ``criterion(outputs, targets)``; ``None`` takes the loss the model returns (mapping
             batches only).
-        inputs: a tensor (or any object the model takes) or a mapping (then ``model(**inputs)``).
+        inputs: a tensor (or any object the model takes), or the :class:`Kwargs` of a mapping batch (then
+            ``model(**inputs)``), as :func:`split_batch` gives them.
         targets: the targets (``batch["labels"]`` for a mapping, possibly ``None``).
 
     Raises:
         UsageError: a mapping without ``labels`` while a criterion is given; no criterion and a batch
             that is not a mapping, or an output without a loss.
     """
-    is_mapping = isinstance(inputs, Mapping)
+    is_mapping = isinstance(inputs, Kwargs)
     if criterion is None and not is_mapping:
         raise UsageError(
             "with no criterion (loss=None) batches must be mappings passed as model(**batch) and the model "
@@ -132,6 +139,7 @@ __all__ = [
     "LABELS_KEY",
     "LOGITS_KEY",
     "LOSS_KEY",
+    "Kwargs",
     "forward",
     "forward_loss",
     "output_field",

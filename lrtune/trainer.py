@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from lrtune.data import check_device_name, make_loader, resolve_device
 from lrtune.errors import TaskError, UsageError
-from lrtune.forward import forward_loss, samples_in, split_batch
+from lrtune.forward import Kwargs, forward_loss, samples_in, split_batch
 from lrtune.optimizers import OptimizerSpec, build_optimizer
 from lrtune.tasks import Task, batch_metric
 
@@ -237,7 +237,7 @@ def evaluate(
             n = samples_in(inputs, targets)
             loss = loss.detach().float() * n
             loss_sum = loss if loss_sum is None else loss_sum + loss
-            metric = batch_metric(task, outputs, targets, mapping=isinstance(inputs, Mapping))
+            metric = batch_metric(task, outputs, targets, mapping=isinstance(inputs, Kwargs))
             if metric is not None:
                 metric_sum = metric * n if metric_sum is None else metric_sum + metric * n
             count += n

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from lrtune import LRFinder, Task
 from lrtune.data import DeviceDictBatches, TensorDictDataset
 from lrtune.errors import TaskError, UsageError
-from lrtune.forward import forward_loss, output_field, samples_in, split_batch
+from lrtune.forward import Kwargs, forward_loss, output_field, samples_in, split_batch
 from lrtune.optimizers import OptimizerSpec
 from lrtune.trainer import TrainSettings, evaluate, fit
 
@@ -116,7 +116,8 @@ def test_pairs_and_mappings_split_into_inputs_and_targets() -> None:
     assert split_batch((x, y), "b") == (x, y)
     batch = {"input_ids": x, "labels": y}
     inputs, targets = split_batch(batch, "b")
-    assert inputs is batch and targets is y
+    assert isinstance(inputs, Kwargs) and inputs == batch and targets is y
+    assert split_batch(inputs, "b")[0] is inputs  # split once, kept as is
     assert split_batch({"input_ids": x}, "b")[1] is None
     assert samples_in({"input_ids": x}, None) == 3 and samples_in(x, y[:2]) == 2
     with pytest.raises(UsageError, match="pair or a mapping"):
@@ -131,16 +132,26 @@ def test_the_loss_comes_from_the_output_attribute_or_key_or_the_criterion() -> N
     assert output_field({"loss": 3}, "loss") == 3
     torch.manual_seed(0)
     model = DictTransformer(dropout=0.0)
-    batch = sort_data(4)
-    outputs, own = forward_loss(model, None, batch, batch["labels"])
-    _, outside = forward_loss(model, token_ce, batch, batch["labels"])
+    inputs, labels = split_batch(sort_data(4), "b")
+    outputs, own = forward_loss(model, None, inputs, labels)
+    _, outside = forward_loss(model, token_ce, inputs, labels)
     assert set(outputs) == {"loss", "logits"} and torch.equal(own, outside)
+
+
+def test_a_pair_whose_inputs_are_a_dict_still_calls_model_with_one_argument() -> None:
+    class TwoInputs(nn.Module):
+        def forward(self, features: dict[str, Tensor]) -> Tensor:
+            return features["a"] + features["b"]
+
+    pair = ({"a": torch.ones(2, 1), "b": torch.ones(2, 1)}, torch.zeros(2, 1))
+    inputs, targets = split_batch(pair, "b")
+    outputs, loss = forward_loss(TwoInputs(), F.mse_loss, inputs, targets)
+    assert torch.equal(outputs, torch.full((2, 1), 2.0)) and loss.item() == 4.0
 
 
 def test_bad_batch_shapes_are_one_line_usage_errors() -> None:
     model = DictTransformer()
-    batch = sort_data(4)
-    no_labels = {"input_ids": batch["input_ids"]}
+    no_labels, _ = split_batch({"input_ids": sort_data(4)["input_ids"]}, "b")
     with pytest.raises(UsageError, match=r"batch\['labels'\].*keys \['input_ids'\]") as info:
         forward_loss(model, token_ce, no_labels, None)
     assert "\n" not in str(info.value)
