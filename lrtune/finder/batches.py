@@ -1,7 +1,7 @@
 """Batches from any loader, moved to the device; an endless stream for the sweep.
 
 A batch is an ``(inputs, targets)`` pair or a mapping (see :mod:`lrtune.forward`; a mapping travels as
-``(batch, batch["labels"])``). A pair whose two tensors are already on the device (device-resident batches,
+``(Kwargs(batch), batch["labels"])``). A pair whose two tensors are already on the device (device-resident batches,
 or CPU tensors for a CPU sweep) is passed through as is: the per-step cost of a ``.to()`` call that has
 nothing to move is skipped.
 """
