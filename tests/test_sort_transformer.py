@@ -66,6 +66,7 @@ def test_the_task_has_dict_batches_a_model_side_loss_and_token_accuracy() -> Non
     assert out.loss is not None and abs(out.loss.item() - torch.log(torch.tensor(16.0)).item()) < 1.0
 
 
+@pytest.mark.slow
 def test_find_on_the_sequence_task_writes_a_suggestion(workdir: Path) -> None:
     result = run_cli(
         *["find", "--task", "sort-transformer", "--optimizer", "adam", "--num-iter", "40"],
