@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import copy
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from click.testing import CliRunner
 from torch import Tensor, nn
 
 from lrtune import LRFinder, Task
+from lrtune.cli import cli
 from lrtune.data import DeviceDictBatches, TensorDictDataset
 from lrtune.errors import TaskError, UsageError
 from lrtune.forward import Kwargs, forward_loss, output_field, samples_in, split_batch
@@ -332,3 +335,46 @@ def test_a_callable_metric_gets_the_outputs_and_the_labels() -> None:
     )
     assert seen and set(seen[0][0]) == {"loss", "logits"} and seen[0][1].shape[1] == LENGTH
     assert result.final().val_metric is not None and 0.0 <= result.final().val_metric <= 1.0
+
+
+# --------------------------------------------------------------------------- the CLI
+
+UNLABELLED_TASK = """
+import torch
+from lrtune import Task
+from lrtune.data import TensorDictDataset
+
+
+class Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(8, 4)
+
+    def forward(self, input_ids, labels=None):
+        return {"logits": self.embed(input_ids)}
+
+
+def make_task():
+    ids = TensorDictDataset({"input_ids": torch.randint(0, 8, (64, 6))})
+    return Task(name="unlabelled", model=Model, train=ids, val=ids, loss=LOSS)
+"""
+
+
+@pytest.mark.parametrize(
+    ("loss", "fragment"),
+    [("torch.nn.functional.cross_entropy", "batch['labels']"), ("None", "must return its loss")],
+)
+def test_find_on_a_bad_dict_task_is_one_line_and_exit_code_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loss: str, fragment: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = f"dicttask_{'none' if loss == 'None' else 'ce'}"
+    (tmp_path / f"{module}.py").write_text(UNLABELLED_TASK.replace("LOSS", loss))
+    result = CliRunner().invoke(
+        cli, ["find", "--task", f"{module}:make_task", "--no-mlflow", "--num-iter", "20"]
+    )
+    assert result.exit_code == 2, result.output + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and fragment in lines[0], result.stderr
+    assert not (tmp_path / "lrtune-find").exists()  # nothing written
