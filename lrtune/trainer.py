@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from lrtune.data import check_device_name, make_loader, resolve_device
 from lrtune.errors import TaskError, UsageError
+from lrtune.forward import Kwargs, forward_loss, samples_in, split_batch
 from lrtune.optimizers import OptimizerSpec, build_optimizer
 from lrtune.tasks import Task, batch_metric
 
@@ -208,28 +209,42 @@ def _build_scheduler(schedule: Any, optimizer: torch.optim.Optimizer, total_step
     return scheduler
 
 
+def _task_loss(task: Task, model: nn.Module, inputs: Any, targets: Any) -> tuple[Any, Tensor]:
+    """The model's outputs and the task's loss on one batch (a pair or a mapping), as a checked scalar."""
+    try:
+        outputs, loss = forward_loss(model, task.loss, inputs, targets)
+    except UsageError as exc:
+        raise TaskError(f"task {task.name!r}: {exc}") from None
+    if not isinstance(loss, Tensor) or loss.ndim != 0:
+        shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+        raise TaskError(f"task {task.name!r}: the loss must be a scalar, got shape {shape}")
+    return outputs, loss
+
+
 def evaluate(
     model: nn.Module,
-    batches: Iterable[tuple[Tensor, Tensor]],
+    batches: Iterable[Any],
     task: Task,
     *,
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> tuple[float, float | None]:
     """Mean loss and metric of ``model`` over ``batches`` (weighted by batch size), in eval mode.
 
-    The sums stay on the device; one value is read back at the end.
+    Batches are ``(inputs, targets)`` pairs or mappings (see :mod:`lrtune.forward`). The sums stay on
+    the device; one value is read back at the end.
     """
     model.eval()
     loss_sum: Tensor | None = None
     metric_sum: Tensor | None = None
     count = 0
     with torch.no_grad(), autocast():
-        for inputs, targets in batches:
-            outputs = model(inputs)
-            n = int(targets.shape[0])
-            loss = task.loss(outputs, targets).detach().float() * n
+        for batch in batches:
+            inputs, targets = split_batch(batch, "the validation set")
+            outputs, loss = _task_loss(task, model, inputs, targets)
+            n = samples_in(inputs, targets)
+            loss = loss.detach().float() * n
             loss_sum = loss if loss_sum is None else loss_sum + loss
-            metric = batch_metric(task, outputs, targets)
+            metric = batch_metric(task, outputs, targets, mapping=isinstance(inputs, Kwargs))
             if metric is not None:
                 metric_sum = metric * n if metric_sum is None else metric_sum + metric * n
             count += n
@@ -304,14 +319,11 @@ def fit(
             loss_sum = torch.zeros((), device=device)
             first: Tensor | None = None
             lrs: list[float] = []
-            for inputs, targets in train_batches:
+            for batch in train_batches:
+                inputs, targets = split_batch(batch, "the training set")
                 opt.zero_grad(set_to_none=True)
                 with autocast():
-                    loss = task.loss(model(inputs), targets)
-                if steps == 0 and loss.ndim != 0:
-                    raise TaskError(
-                        f"task {task.name!r}: the loss must be a scalar, got shape {tuple(loss.shape)}"
-                    )
+                    loss = _task_loss(task, model, inputs, targets)[1]
                 if scaler is not None:
                     scaler.scale(loss).backward()
                     if settings.grad_clip is not None:
