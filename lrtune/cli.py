@@ -485,8 +485,13 @@ def best(storage: str, study_name: str | None, out: Path | None) -> None:
         click.echo(json.dumps(data, indent=2))
     else:
         write_json_atomic(out, data)
+        confirmed = (
+            f", confirmed on {len(data['seeds'])} fresh seeds, gain over the baseline {data['gain']:+.4g}"
+            if data.get("confirmed")
+            else ""
+        )
         click.echo(
-            f"wrote {out} ({data['metric']} {data['value']:.6g}, schedule {data['schedule']['type']})",
+            f"wrote {out} ({data['metric']} {data['value']:.6g}, schedule {data['schedule']['type']}{confirmed})",
             err=True,
         )
 

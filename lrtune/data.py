@@ -3,6 +3,8 @@
 :func:`make_loader` is the one entry point. When a dataset fits (by default up to 512 MiB) and has
 no random augmentation, it is turned into two tensors once and served by :class:`DeviceBatches`,
 which slices batches by index on the device: no collation, no host-to-device copy per batch.
+Datasets of mappings (``{"input_ids": ..., "labels": ...}``) get one tensor per key and
+:class:`DeviceDictBatches`, which yields ``dict`` batches for ``model(**batch)``.
 Otherwise a :class:`torch.utils.data.DataLoader` (worker processes, pinned memory on CUDA) is
 wrapped in :class:`DeviceLoader` so batches arrive on the device too. Both shuffle with their own
 :class:`torch.Generator` (never the global RNG) and have ``reseed(seed)`` and ``len()``.
@@ -25,7 +27,7 @@ import os
 import random
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -47,9 +49,9 @@ _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 class Batches(Protocol):
-    """What :func:`make_loader` returns: re-iterable ``(inputs, targets)`` batches on the device."""
+    """What :func:`make_loader` returns: re-iterable ``(inputs, targets)`` or mapping batches on the device."""
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]: ...
+    def __iter__(self) -> Iterator[Any]: ...
 
     def __len__(self) -> int: ...
 
@@ -111,7 +113,59 @@ def resolve_device(name: str = "auto") -> torch.device:
 # --------------------------------------------------------------------------- device-resident batches
 
 
-class DeviceBatches:
+class _IndexedBatches:
+    """Batches taken by index from tensors on the device; subclasses say how one batch is taken."""
+
+    def __init__(
+        self,
+        first: Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool,
+        device: torch.device | str | None,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise UsageError(f"batch_size must be an integer >= 1, got {batch_size=!r}")
+        self.device = torch.device(device) if device is not None else first.device
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self._num_samples = int(first.shape[0])
+        self._generator = torch.Generator()
+        self.reseed(seed)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per pass (before ``drop_last``)."""
+        return self._num_samples
+
+    def reseed(self, seed: int) -> None:
+        """Restart the shuffling sequence from ``seed``."""
+        self._generator.manual_seed(int(seed))
+
+    def __len__(self) -> int:
+        n = self.num_samples
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def _indices(self) -> Iterator[slice | Tensor]:
+        """One pass: a slice per batch in order, or an index tensor per batch when shuffling."""
+        n, size = self.num_samples, self.batch_size
+        stop = len(self) * size
+        if not self.shuffle:
+            for start in range(0, stop, size):
+                yield slice(start, start + size)
+            return
+        order = torch.randperm(n, generator=self._generator).to(self.device)
+        for start in range(0, stop, size):
+            yield order[start : start + size]
+
+
+def _take(tensor: Tensor, index: slice | Tensor) -> Tensor:
+    return tensor[index] if isinstance(index, slice) else tensor.index_select(0, index)
+
+
+class DeviceBatches(_IndexedBatches):
     """Batches sliced by index from two tensors that live on the device.
 
     Each pass over it reshuffles (when ``shuffle``) from its own CPU :class:`torch.Generator`,
@@ -148,48 +202,79 @@ class DeviceBatches:
                 f"inputs and targets must have the same number of samples, got shapes "
                 f"{tuple(inputs.shape)} and {tuple(targets.shape)}"
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise UsageError(f"batch_size must be an integer >= 1, got {batch_size=!r}")
-        self.device = torch.device(device) if device is not None else inputs.device
+        super().__init__(inputs, batch_size, shuffle, seed, drop_last, device)
         self.inputs = inputs.to(self.device)
         self.targets = targets.to(self.device)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self._generator = torch.Generator()
-        self.reseed(seed)
-
-    @property
-    def num_samples(self) -> int:
-        """Samples per pass (before ``drop_last``)."""
-        return int(self.inputs.shape[0])
-
-    def reseed(self, seed: int) -> None:
-        """Restart the shuffling sequence from ``seed``."""
-        self._generator.manual_seed(int(seed))
-
-    def __len__(self) -> int:
-        n = self.num_samples
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        n, size = self.num_samples, self.batch_size
-        stop = len(self) * size
-        if not self.shuffle:
-            for start in range(0, stop, size):
-                yield self.inputs[start : start + size], self.targets[start : start + size]
-            return
-        order = torch.randperm(n, generator=self._generator).to(self.device)
-        for start in range(0, stop, size):
-            index = order[start : start + size]
-            yield self.inputs.index_select(0, index), self.targets.index_select(0, index)
+        for index in self._indices():
+            yield _take(self.inputs, index), _take(self.targets, index)
+
+
+def _check_fields(tensors: Mapping[str, Tensor]) -> Tensor:
+    """The first tensor of a mapping of per-key tensors, after checking they all have the same samples."""
+    sizes = {key: tuple(t.shape) for key, t in tensors.items()}
+    if not tensors or len({shape[:1] for shape in sizes.values()}) != 1 or () in sizes.values():
+        raise UsageError(f"every field of a mapping dataset needs the same number of samples, got {sizes}")
+    return next(iter(tensors.values()))
+
+
+class DeviceDictBatches(_IndexedBatches):
+    """Mapping batches (``{"input_ids": ..., "labels": ...}``) sliced by index from tensors on the device.
+
+    The same shuffling, ``reseed`` and ``drop_last`` as :class:`DeviceBatches`; every batch is a new
+    ``dict`` with the same keys, ready for ``model(**batch)``.
+
+    Example:
+        >>> batches = DeviceDictBatches({"x": torch.zeros(5, 2), "labels": torch.arange(5)},
+        ...                             batch_size=2, shuffle=False)
+        >>> [b["labels"].tolist() for b in batches]
+        [[0, 1], [2, 3], [4]]
+    """
+
+    def __init__(
+        self,
+        tensors: Mapping[str, Tensor],
+        *,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        drop_last: bool = False,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__(_check_fields(tensors), batch_size, shuffle, seed, drop_last, device)
+        self.tensors = {key: t.to(self.device) for key, t in tensors.items()}
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        for index in self._indices():
+            yield {key: _take(t, index) for key, t in self.tensors.items()}
+
+
+class TensorDictDataset(Dataset[dict[str, Tensor]]):
+    """A dataset of mapping items held as one tensor per key (the mapping twin of ``TensorDataset``).
+
+    Example:
+        >>> data = TensorDictDataset({"input_ids": torch.zeros(3, 4, dtype=torch.long), "labels": torch.ones(3)})
+        >>> len(data), sorted(data[0])
+        (3, ['input_ids', 'labels'])
+    """
+
+    def __init__(self, tensors: Mapping[str, Tensor]) -> None:
+        _check_fields(tensors)
+        self.tensors = dict(tensors)
+
+    def __len__(self) -> int:
+        return int(next(iter(self.tensors.values())).shape[0])
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {key: t[index] for key, t in self.tensors.items()}
 
 
 # --------------------------------------------------------------------------- DataLoader on the device
 
 
 class DeviceLoader:
-    """A :class:`DataLoader` whose ``(inputs, targets)`` batches are moved to ``device``.
+    """A :class:`DataLoader` whose ``(inputs, targets)`` (or mapping) batches are moved to ``device``.
 
     Args:
         loader: the DataLoader (built by :func:`make_loader`).
@@ -210,11 +295,20 @@ class DeviceLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[Any]:
         for batch in self.loader:
+            if isinstance(batch, Mapping):
+                yield {
+                    key: value.to(self.device, non_blocking=self._non_blocking)
+                    if isinstance(value, Tensor)
+                    else value
+                    for key, value in batch.items()
+                }
+                continue
             if not isinstance(batch, (list, tuple)) or len(batch) != 2:
                 raise UsageError(
-                    f"dataset items must be (inputs, targets) pairs, got a batch of {type(batch).__name__}"
+                    f"dataset items must be (inputs, targets) pairs or mappings, got a batch of "
+                    f"{type(batch).__name__}"
                 )
             inputs, targets = batch
             yield (
@@ -387,6 +481,101 @@ def materialize(
         return _stack_items(dataset, max_bytes)
 
 
+def _fast_dict(dataset: Any) -> dict[str, Tensor] | None:
+    """Tensors of a :class:`TensorDictDataset` (or a Subset of one)."""
+    if isinstance(dataset, TensorDictDataset):
+        return dict(dataset.tensors)
+    if isinstance(dataset, Subset):
+        base = _fast_dict(dataset.dataset)
+        if base is None:
+            return None
+        index = torch.as_tensor(list(dataset.indices), dtype=torch.int64)
+        return {key: t[index] for key, t in base.items()}
+    return None
+
+
+def _field_tensor(value: Any) -> Tensor | None:
+    tensor = _as_tensor(value)
+    if (
+        tensor is None
+        and isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, bool)
+    ):
+        tensor = torch.tensor(value)
+    return tensor
+
+
+def _stack_dict_items(dataset: Dataset[Any], max_bytes: int) -> dict[str, Tensor] | None:
+    """Read every mapping item once and stack each key, when all are tensors of one shape and small enough."""
+    n = len(dataset)  # type: ignore[arg-type]
+    first = dataset[0]
+    if not isinstance(first, Mapping) or not first:
+        return None
+    fields: dict[str, Tensor] = {}
+    for key, value in first.items():
+        tensor = _field_tensor(value)
+        if tensor is None:
+            return None
+        fields[key] = tensor
+    estimate = n * sum(t.nbytes for t in fields.values())
+    if estimate > max_bytes:
+        logger.debug("dataset of %d items (~%d MiB) is too large to keep on the device", n, estimate >> 20)
+        return None
+    again = dataset[0]
+    for key, t in fields.items():
+        other = _field_tensor(again.get(key)) if isinstance(again, Mapping) else None
+        if other is None or other.shape != t.shape or not torch.equal(other, t):
+            logger.debug("dataset items change between reads (random augmentation); streaming it instead")
+            return None
+    columns = {key: [t] for key, t in fields.items()}
+    for i in range(1, n):
+        item = dataset[i]
+        if not isinstance(item, Mapping) or set(item) != set(columns):
+            return None
+        for key, column in columns.items():
+            value = _field_tensor(item[key])
+            if value is None or value.shape != column[0].shape:
+                return None
+            column.append(value)
+    return {key: torch.stack(column) for key, column in columns.items()}
+
+
+def materialize_dict(
+    dataset: Dataset[Any], *, max_bytes: int = DEFAULT_MAX_DEVICE_BYTES
+) -> dict[str, Tensor] | None:
+    """All of a dataset of mapping items as one tensor per key, or ``None`` when it should be streamed.
+
+    The mapping twin of :func:`materialize`: a :class:`TensorDictDataset` (or a Subset of one) gives its
+    tensors directly; other datasets of mappings of tensors (or numbers) are read item by item once, unless
+    larger than ``max_bytes`` or random. The global RNG states are left as they were.
+
+    Example:
+        >>> fields = materialize_dict(TensorDictDataset({"x": torch.zeros(3, 2), "labels": torch.arange(3)}))
+        >>> sorted(fields), fields["labels"].tolist()
+        (['labels', 'x'], [0, 1, 2])
+    """
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        return None
+    fields = _fast_dict(dataset)
+    if fields is not None:
+        return fields if sum(t.nbytes for t in fields.values()) <= max_bytes else None
+    if any(_is_random_transform(t) for t in _transforms_of(dataset)):
+        return None
+    with _rng_preserved():
+        return _stack_dict_items(dataset, max_bytes)
+
+
+def as_tensor_dataset(
+    dataset: Dataset[Any], *, max_bytes: int = DEFAULT_MAX_DEVICE_BYTES
+) -> TensorDataset | TensorDictDataset | None:
+    """The dataset held as tensors (pairs or mappings), or ``None`` when it should be streamed."""
+    tensors = materialize(dataset, max_bytes=max_bytes)
+    if tensors is not None:
+        return TensorDataset(*tensors)
+    fields = materialize_dict(dataset, max_bytes=max_bytes)
+    return TensorDictDataset(fields) if fields is not None else None
+
+
 def default_num_workers() -> int:
     """DataLoader worker processes by default: ``min(4, CPU count)``."""
     return min(4, os.cpu_count() or 1)
@@ -402,11 +591,11 @@ def make_loader(
     drop_last: bool = False,
     num_workers: int | None = None,
     max_device_bytes: int = DEFAULT_MAX_DEVICE_BYTES,
-) -> DeviceBatches | DeviceLoader:
-    """``(inputs, targets)`` batches of ``dataset`` on ``device``, the fastest way that fits.
+) -> DeviceBatches | DeviceDictBatches | DeviceLoader:
+    """``(inputs, targets)`` (or mapping) batches of ``dataset`` on ``device``, the fastest way that fits.
 
     Args:
-        dataset: a map-style dataset of ``(inputs, targets)`` pairs.
+        dataset: a map-style dataset of ``(inputs, targets)`` pairs or of mappings of tensors.
         batch_size: samples per batch.
         shuffle: reshuffle every pass, from a generator seeded with ``seed``.
         device: where batches go (``"auto"`` and the other ``--device`` names are resolved).
@@ -416,10 +605,16 @@ def make_loader(
         max_device_bytes: datasets up to this size are kept on the device (:class:`DeviceBatches`).
 
     Returns:
-        :class:`DeviceBatches` when :func:`materialize` succeeds, else a :class:`DeviceLoader`.
+        :class:`DeviceBatches` when :func:`materialize` succeeds, :class:`DeviceDictBatches` when
+        :func:`materialize_dict` does (mapping items), else a :class:`DeviceLoader`.
     """
     target = resolve_device(device) if isinstance(device, str) else torch.device(device)
     tensors = materialize(dataset, max_bytes=max_device_bytes)
+    fields = materialize_dict(dataset, max_bytes=max_device_bytes) if tensors is None else None
+    if fields is not None:
+        return DeviceDictBatches(
+            fields, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, device=target
+        )
     if tensors is not None:
         inputs, targets = tensors
         return DeviceBatches(

@@ -1,6 +1,7 @@
 """The data behind the built-in tasks, as ``(train, val, test)`` datasets; models and losses are not here.
 
-scikit-learn's bundled digits, the generated Friedman #1 regression and MNIST-1D need no files. MNIST, Fashion-MNIST
+scikit-learn's bundled digits, the generated Friedman #1 regression, MNIST-1D and the token sequences to
+sort (:func:`sort_splits`, mapping items) need no files. MNIST, Fashion-MNIST
 and CIFAR-10 are read by torchvision from a data folder (downloaded there when allowed), with one clear
 :class:`~lrtune.errors.DataUnavailableError` when they are missing. Any class-per-folder image collection
 becomes a stratified, deterministic split of :class:`ImageFiles`. Every split is deterministic; ``test``
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from lrtune.data import TensorDictDataset
 from lrtune.errors import DataUnavailableError, TaskError, one_line
 
 # --------------------------------------------------------------------------- splitting
@@ -160,6 +162,42 @@ def mnist1d_splits() -> tuple[TensorDataset, TensorDataset, TensorDataset]:
         return TensorDataset(torch.tensor(xs), torch.tensor(ys))
 
     return tensors(x[train_idx], y[train_idx]), tensors(x[val_idx], y[val_idx]), tensors(x_test, y_test)
+
+
+def sort_splits(
+    *,
+    n_train: int = 8000,
+    n_val: int = 1000,
+    n_test: int = 1000,
+    length: int = 12,
+    vocab: int = 16,
+    seed: int = 0,
+) -> tuple[TensorDictDataset, TensorDictDataset, TensorDictDataset]:
+    """Sequences of random tokens to sort: ``{"input_ids": x, "labels": sorted(x)}``, generated offline.
+
+    Each sequence has ``length`` tokens drawn uniformly from ``0..vocab-1`` (repeats allowed); its
+    labels are the same tokens in ascending order. Train, validation and test splits come from one
+    seeded generator, so they are the same on every machine.
+
+    Example:
+        >>> train, val, test = sort_splits(n_train=4, n_val=2, n_test=2, length=5)
+        >>> item = train[0]
+        >>> item["labels"].tolist() == sorted(item["input_ids"].tolist()), len(val), len(test)
+        (True, 2, 2)
+    """
+    for name, value in {"n_train": n_train, "n_val": n_val, "n_test": n_test, "length": length}.items():
+        if value < 1:
+            raise TaskError(f"sort_splits needs {name} >= 1, got {name}={value!r}")
+    if vocab < 2:
+        raise TaskError(f"sort_splits needs vocab >= 2, got {vocab=!r}")
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, vocab, (n_train + n_val + n_test, length), generator=generator)
+    labels = tokens.sort(dim=1).values
+    bounds = [(0, n_train), (n_train, n_train + n_val), (n_train + n_val, n_train + n_val + n_test)]
+    train, val, test = (
+        TensorDictDataset({"input_ids": tokens[a:b], "labels": labels[a:b]}) for a, b in bounds
+    )
+    return train, val, test
 
 
 # --------------------------------------------------------------------------- torchvision data sets

@@ -42,9 +42,11 @@ from lrtune.datasets import (
     imagefolder_splits,
     mnist1d_splits,
     mnist_splits,
+    sort_splits,
 )
 from lrtune.errors import TaskError, one_line
-from lrtune.models import cifar_resnet18, conv1d_net, mlp, small_cnn
+from lrtune.forward import LOGITS_KEY, output_field
+from lrtune.models import TinyTransformer, cifar_resnet18, conv1d_net, mlp, small_cnn
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_DATA_DIR = Path("data")
 
 METRIC_MODES = ("max", "min")
+
+#: Sequence length and vocabulary of the ``sort-transformer`` task.
+SORT_LENGTH, SORT_VOCAB = 12, 16
 
 MetricFn = Callable[[Tensor, Tensor], "float | Tensor"]
 
@@ -63,11 +68,17 @@ class Task:
     Args:
         name: short name used in logs and run names.
         model: builds a fresh, untrained model on every call.
-        train: training dataset of ``(inputs, targets)`` pairs.
-        val: validation dataset of ``(inputs, targets)`` pairs.
-        loss: ``loss(outputs, targets) -> scalar Tensor`` (mean over the batch).
+        train: training dataset of ``(inputs, targets)`` pairs, or of mappings (``{"input_ids": ...,
+            "labels": ...}``) that the model takes as ``model(**batch)``.
+        val: validation dataset, the same kind of items as ``train``.
+        loss: ``loss(outputs, targets) -> scalar Tensor`` (mean over the batch); with mapping items the
+            targets are ``batch["labels"]``. ``None``: the model returns its loss (the output's ``loss``
+            attribute or key; mapping items only).
         metric: ``"accuracy"``, a callable ``metric(outputs, targets) -> float | 0-dim Tensor``
-            (mean over the batch), or ``None`` (the study then optimizes the validation loss).
+            (mean over the batch), or ``None`` (the study then optimizes the validation loss). With
+            mapping items the targets are ``batch["labels"]`` and ``"accuracy"`` compares the argmax of
+            the output's ``logits`` (over the last dimension) with them, skipping positions labelled
+            ``-100`` (:func:`token_accuracy`).
         batch_size: training batch size.
         metric_mode: ``"max"`` when a larger metric is better, ``"min"`` otherwise.
         test: optional held-out dataset of ``(inputs, targets)`` pairs that no study selects on
@@ -78,7 +89,7 @@ class Task:
     model: Callable[[], nn.Module]
     train: Dataset[Any]
     val: Dataset[Any]
-    loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy
+    loss: Callable[[Any, Any], Tensor] | None = F.cross_entropy
     metric: str | MetricFn | None = "accuracy"
     batch_size: int = 128
     metric_mode: str = "max"
@@ -105,9 +116,10 @@ class Task:
                 ) from None
             if size < 1:
                 raise TaskError(f"task {self.name!r}: the {split} dataset is empty")
-        if not callable(self.loss):
+        if self.loss is not None and not callable(self.loss):
             raise TaskError(
-                f"task {self.name!r}: loss must be callable(outputs, targets), got {type(self.loss).__name__}"
+                f"task {self.name!r}: loss must be callable(outputs, targets) or None, "
+                f"got {type(self.loss).__name__}"
             )
         if not (self.metric is None or self.metric == "accuracy" or callable(self.metric)):
             raise TaskError(
@@ -150,6 +162,24 @@ def accuracy(outputs: Tensor, targets: Tensor) -> Tensor:
     return (predicted == targets).float().mean()
 
 
+def token_accuracy(logits: Tensor, labels: Tensor, *, ignore_index: int = -100) -> Tensor:
+    """Fraction of positions whose argmax over the last dimension is the label, skipping ``ignore_index``.
+
+    The accuracy of mapping batches: ``logits`` of shape ``(..., C)`` against ``labels`` of shape
+    ``(...)`` (one class per token of a sequence, or per sample). Other shapes go to :func:`accuracy`.
+
+    Example:
+        >>> logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0], [5.0, 0.0]]])  # one sequence of 3 tokens
+        >>> token_accuracy(logits, torch.tensor([[0, 0, -100]])).item()
+        0.5
+    """
+    if logits.ndim != labels.ndim + 1:
+        return accuracy(logits, labels)
+    keep = labels != ignore_index
+    correct = (logits.argmax(dim=-1) == labels) & keep
+    return correct.sum().float() / keep.sum().clamp(min=1).float()
+
+
 def metric_name(task: Task) -> str | None:
     """The name of the task's metric: ``"accuracy"``, the callable's ``__name__``, or ``None``."""
     if task.metric is None:
@@ -160,16 +190,27 @@ def metric_name(task: Task) -> str | None:
     return "metric" if name == "<lambda>" else str(name)
 
 
-def batch_metric(task: Task, outputs: Tensor, targets: Tensor) -> Tensor | None:
+def batch_metric(task: Task, outputs: Any, targets: Any, *, mapping: bool = False) -> Tensor | None:
     """The task's metric on one batch as a 0-dim float32 tensor on the outputs' device.
 
     Stays on the device (no host sync) when the metric does, so evaluation can accumulate it.
-    Returns ``None`` when the task has no metric.
+    Returns ``None`` when the task has no metric. For a ``mapping`` batch, ``targets`` is its
+    ``labels`` and ``"accuracy"`` is :func:`token_accuracy` of the output's ``logits``.
     """
     if task.metric is None:
         return None
+    if mapping and targets is None:
+        raise TaskError(f"task {task.name!r}: the metric {metric_name(task)!r} needs batch['labels']")
     if isinstance(task.metric, str):  # "accuracy", the only named metric
-        return accuracy(outputs, targets)
+        if not mapping:
+            return accuracy(outputs, targets)
+        logits = outputs if isinstance(outputs, Tensor) else output_field(outputs, LOGITS_KEY)
+        if not isinstance(logits, Tensor):
+            raise TaskError(
+                f"task {task.name!r}: accuracy on mapping batches needs the model's {LOGITS_KEY!r} "
+                f"(attribute or key), got a {type(outputs).__name__} without it; use metric=None or a callable"
+            )
+        return token_accuracy(logits, targets)
     value = task.metric(outputs, targets)
     if isinstance(value, Tensor):
         if value.numel() != 1:
@@ -177,14 +218,21 @@ def batch_metric(task: Task, outputs: Tensor, targets: Tensor) -> Tensor | None:
                 f"task {task.name!r}: metric {metric_name(task)!r} must return a scalar, "
                 f"got a tensor of shape {tuple(value.shape)}"
             )
-        return value.detach().reshape(()).to(device=outputs.device, dtype=torch.float32)
+        return value.detach().reshape(()).to(device=_device_of(outputs, targets), dtype=torch.float32)
     try:
-        return torch.tensor(float(value), dtype=torch.float32, device=outputs.device)
+        return torch.tensor(float(value), dtype=torch.float32, device=_device_of(outputs, targets))
     except (TypeError, ValueError):
         raise TaskError(
             f"task {task.name!r}: metric {metric_name(task)!r} must return a float or a "
             f"0-dim tensor, got {type(value).__name__}"
         ) from None
+
+
+def _device_of(outputs: Any, targets: Any) -> torch.device:
+    for value in (outputs, output_field(outputs, LOGITS_KEY), targets):
+        if isinstance(value, Tensor):
+            return value.device
+    return torch.device("cpu")
 
 
 def metric_value(task: Task, outputs: Tensor, targets: Tensor) -> float | None:
@@ -280,6 +328,26 @@ def _mnist1d(name: str, model: Callable[[], nn.Module]) -> Task:
     return Task(name=name, model=model, train=train, val=val, batch_size=100, test=test)
 
 
+def sort_transformer_task(data_dir: Path = DEFAULT_DATA_DIR, download: bool = True) -> Task:
+    """Sort 12 random tokens (vocabulary 16) with a tiny post-LN Transformer; dict batches, model-side loss.
+
+    8,000 generated training sequences (1,000 validation, 1,000 test kept aside by
+    :func:`~lrtune.datasets.sort_splits`), offline. The model takes ``model(input_ids=..., labels=...)``
+    and returns its loss and per-token logits; the metric is token accuracy. About three seconds per epoch
+    on one CPU core.
+    """
+    train, val, test = sort_splits(length=SORT_LENGTH, vocab=SORT_VOCAB)
+    return Task(
+        name="sort-transformer",
+        model=functools.partial(TinyTransformer, SORT_VOCAB, SORT_VOCAB, max_len=SORT_LENGTH, num_layers=4),
+        train=train,
+        val=val,
+        loss=None,
+        batch_size=64,
+        test=test,
+    )
+
+
 # --------------------------------------------------------------------------- torchvision tasks
 # val: a deterministic, stratified 10 % of the official training set (never augmented); test: the
 # official test set.
@@ -360,6 +428,7 @@ TASKS: dict[str, Callable[[Path, bool], Task]] = {
     "friedman-nll": friedman_nll_task,
     "mnist1d": mnist1d_task,
     "mnist1d-cnn": mnist1d_cnn_task,
+    "sort-transformer": sort_transformer_task,
     "digits-finetune": digits_finetune_task,
     "mnist": mnist_task,
     "fashion-mnist": fashion_mnist_task,

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from lrtune.data import check_device_name, make_loader, resolve_device
 from lrtune.errors import TaskError, UsageError
+from lrtune.forward import Kwargs, forward_loss, samples_in, split_batch
 from lrtune.optimizers import OptimizerSpec, build_optimizer
 from lrtune.parts import GroupSpec, optimizer_groups
 from lrtune.tasks import Task, batch_metric
@@ -117,11 +118,18 @@ class EpochResult:
 
 @dataclass(frozen=True)
 class FitResult:
-    """Every epoch of a :func:`fit` run and how it ended."""
+    """Every epoch of a :func:`fit` run and how it ended.
+
+    ``test_loss`` and ``test_metric`` are the trained model's figures on ``task.test`` when ``fit``
+    was asked for them (``test=True``), else ``None``; ``test_metric`` is also ``None`` for a task
+    without a metric.
+    """
 
     epochs: tuple[EpochResult, ...]
     diverged: bool
     stopped_early: bool
+    test_loss: float | None = None
+    test_metric: float | None = None
 
     def final(self) -> EpochResult:
         """The last epoch trained."""
@@ -205,28 +213,42 @@ def _build_scheduler(schedule: Any, optimizer: torch.optim.Optimizer, total_step
     return scheduler
 
 
+def _task_loss(task: Task, model: nn.Module, inputs: Any, targets: Any) -> tuple[Any, Tensor]:
+    """The model's outputs and the task's loss on one batch (a pair or a mapping), as a checked scalar."""
+    try:
+        outputs, loss = forward_loss(model, task.loss, inputs, targets)
+    except UsageError as exc:
+        raise TaskError(f"task {task.name!r}: {exc}") from None
+    if not isinstance(loss, Tensor) or loss.ndim != 0:
+        shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+        raise TaskError(f"task {task.name!r}: the loss must be a scalar, got shape {shape}")
+    return outputs, loss
+
+
 def evaluate(
     model: nn.Module,
-    batches: Iterable[tuple[Tensor, Tensor]],
+    batches: Iterable[Any],
     task: Task,
     *,
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> tuple[float, float | None]:
     """Mean loss and metric of ``model`` over ``batches`` (weighted by batch size), in eval mode.
 
-    The sums stay on the device; one value is read back at the end.
+    Batches are ``(inputs, targets)`` pairs or mappings (see :mod:`lrtune.forward`). The sums stay on
+    the device; one value is read back at the end.
     """
     model.eval()
     loss_sum: Tensor | None = None
     metric_sum: Tensor | None = None
     count = 0
     with torch.no_grad(), autocast():
-        for inputs, targets in batches:
-            outputs = model(inputs)
-            n = int(targets.shape[0])
-            loss = task.loss(outputs, targets).detach().float() * n
+        for batch in batches:
+            inputs, targets = split_batch(batch, "the validation set")
+            outputs, loss = _task_loss(task, model, inputs, targets)
+            n = samples_in(inputs, targets)
+            loss = loss.detach().float() * n
             loss_sum = loss if loss_sum is None else loss_sum + loss
-            metric = batch_metric(task, outputs, targets)
+            metric = batch_metric(task, outputs, targets, mapping=isinstance(inputs, Kwargs))
             if metric is not None:
                 metric_sum = metric * n if metric_sum is None else metric_sum + metric * n
             count += n
@@ -246,6 +268,7 @@ def fit(
     base_lr: float | None = None,
     settings: TrainSettings = TrainSettings(),
     on_epoch: EpochCallback | None = None,
+    test: bool = False,
     param_groups: Sequence[GroupSpec] = (),
 ) -> FitResult:
     """Train a fresh ``task.model()`` and evaluate it after every epoch.
@@ -263,12 +286,16 @@ def fit(
         settings: epochs, seed, device, AMP, gradient clipping, divergence rule.
         on_epoch: called with each :class:`EpochResult` (the diverged one included); returning
             true stops training after that epoch. Its exceptions (e.g. Optuna's pruning) propagate.
+        test: also evaluate the model as training left it on ``task.test`` (the held-out split no
+            study selects on) into ``test_loss``/``test_metric``; training is the same either way.
         param_groups: named parts of the model with their LR factors (:mod:`lrtune.parts`);
             each part trains at the schedule's rate × its factor, the rest at factor 1.
 
     Returns:
         every epoch's result; ``diverged`` when the loss blew up (training stops, nothing raises).
     """
+    if test and task.test is None:
+        raise UsageError(f"task {task.name!r} has no test split; give the Task a test dataset")
     if schedule is None and base_lr is None:
         raise UsageError("fit needs base_lr when no schedule is given (the learning rate stays at base_lr)")
     if base_lr is not None and not _positive(base_lr):
@@ -304,14 +331,11 @@ def fit(
             loss_sum = torch.zeros((), device=device)
             first: Tensor | None = None
             lrs: list[float] = []
-            for inputs, targets in train_batches:
+            for batch in train_batches:
+                inputs, targets = split_batch(batch, "the training set")
                 opt.zero_grad(set_to_none=True)
                 with autocast():
-                    loss = task.loss(model(inputs), targets)
-                if steps == 0 and loss.ndim != 0:
-                    raise TaskError(
-                        f"task {task.name!r}: the loss must be a scalar, got shape {tuple(loss.shape)}"
-                    )
+                    loss = _task_loss(task, model, inputs, targets)[1]
                 if scaler is not None:
                     scaler.scale(loss).backward()
                     if settings.grad_clip is not None:
@@ -356,4 +380,16 @@ def fit(
             if stop:
                 stopped_early = True
                 break
-    return FitResult(epochs=tuple(results), diverged=results[-1].diverged, stopped_early=stopped_early)
+        test_loss = test_metric = None
+        if test and task.test is not None:
+            test_batches = make_loader(
+                task.test, batch_size=2 * batch_size, shuffle=False, device=device, seed=settings.seed
+            )
+            test_loss, test_metric = evaluate(model, test_batches, task, autocast=autocast)
+    return FitResult(
+        epochs=tuple(results),
+        diverged=results[-1].diverged,
+        stopped_early=stopped_early,
+        test_loss=test_loss,
+        test_metric=test_metric,
+    )

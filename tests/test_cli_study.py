@@ -253,6 +253,7 @@ def test_best_writes_the_contract_file(in_made: Made, tmp_path: Path) -> None:
     out = tmp_path / "best.json"
     result = run_cli("best", "--storage", "sqlite:///lrtune.db", "--study-name", "ok", "--out", str(out))
     assert result.exit_code == 0, result.stderr
+    assert "confirmed on 3 fresh seeds, gain over the baseline +" in result.stderr
     data = json.loads(out.read_text())
     assert set(data) == BEST_KEYS | CONFIRMED_KEYS
     assert data["study"] == "ok" and data["epochs"] == 2 and data["batch_size"] == 64

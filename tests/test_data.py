@@ -258,3 +258,76 @@ def test_make_loader_defaults() -> None:
     assert data.default_num_workers() == min(4, os.cpu_count() or 1)
     with pytest.raises(UsageError, match="num_workers must be >= 0"):
         make_loader(ListDataset(4, noise=True), batch_size=2, shuffle=False, device="cpu", num_workers=-1)
+
+
+# --------------------------------------------------------------------------- mapping datasets
+
+
+class DictItems(Dataset[dict[str, Any]]):
+    """Mapping items ``{"input_ids": [i, i+1, i+2], "labels": i % 3}``, optionally with random noise."""
+
+    def __init__(self, n: int, *, noise: bool = False) -> None:
+        self.n, self.noise = n, noise
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        ids = torch.arange(i, i + 3)
+        if self.noise:
+            ids = ids + torch.randint(0, 1000, (3,))
+        return {"input_ids": ids, "labels": i % 3}
+
+
+def test_device_dict_batches_shuffle_every_pass_and_keep_fields_together() -> None:
+    ids = torch.arange(10).unsqueeze(1).repeat(1, 4)
+    batches = data.DeviceDictBatches(
+        {"input_ids": ids, "labels": torch.arange(10)}, batch_size=4, shuffle=True
+    )
+    orders = []
+    for _ in range(2):
+        seen = []
+        for batch in batches:
+            assert set(batch) == {"input_ids", "labels"}
+            assert torch.equal(batch["input_ids"][:, 0], batch["labels"])
+            seen += batch["labels"].tolist()
+        assert sorted(seen) == list(range(10))
+        orders.append(seen)
+    assert orders[0] != orders[1] and len(batches) == 3
+    batches.reseed(0)
+    assert [v for b in batches for v in b["labels"].tolist()] == orders[0]
+    with pytest.raises(UsageError, match="same number of samples"):
+        data.DeviceDictBatches({"a": torch.zeros(3), "b": torch.zeros(4)}, batch_size=2, shuffle=False)
+    with pytest.raises(UsageError, match="batch_size must be an integer"):
+        data.DeviceDictBatches({"a": torch.zeros(3)}, batch_size=0, shuffle=False)
+
+
+def test_materialize_dict_stacks_mapping_items_and_leaves_the_rngs_alone() -> None:
+    state = torch.random.get_rng_state()
+    fields = data.materialize_dict(DictItems(5))
+    assert fields is not None and set(fields) == {"input_ids", "labels"}
+    assert fields["input_ids"].tolist()[4] == [4, 5, 6] and fields["labels"].tolist() == [0, 1, 2, 0, 1]
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert data.materialize_dict(DictItems(5, noise=True)) is None  # random: streamed
+    assert data.materialize_dict(DictItems(100), max_bytes=100 * 32 - 1) is None  # 3·8 + 8 bytes per item
+    assert data.materialize_dict(TensorDataset(torch.zeros(3, 1), torch.zeros(3))) is None  # pairs
+    assert materialize(DictItems(5)) is None  # and the pair path leaves mappings alone
+    tensors = {"input_ids": torch.arange(6).reshape(3, 2), "labels": torch.arange(3)}
+    sub = data.materialize_dict(Subset(data.TensorDictDataset(tensors), [2, 0]))
+    assert (
+        sub is not None and sub["labels"].tolist() == [2, 0] and sub["input_ids"].tolist() == [[4, 5], [0, 1]]
+    )
+
+
+def test_make_loader_serves_mapping_datasets_from_the_device_or_streams_them() -> None:
+    resident = make_loader(DictItems(10), batch_size=4, shuffle=False, device="cpu")
+    assert isinstance(resident, data.DeviceDictBatches)
+    assert [b["labels"].tolist() for b in resident] == [[0, 1, 2, 0], [1, 2, 0, 1], [2, 0]]
+    streamed = make_loader(
+        DictItems(10, noise=True), batch_size=4, shuffle=False, device="cpu", num_workers=0
+    )
+    assert isinstance(streamed, DeviceLoader)
+    assert [b["labels"].tolist() for b in streamed] == [[0, 1, 2, 0], [1, 2, 0, 1], [2, 0]]
+    assert isinstance(data.as_tensor_dataset(DictItems(4)), data.TensorDictDataset)
+    assert isinstance(data.as_tensor_dataset(TensorDataset(torch.zeros(2, 1), torch.zeros(2))), TensorDataset)
+    assert data.as_tensor_dataset(DictItems(4, noise=True)) is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lrtune.models import cifar_resnet18, conv1d_net, mlp, small_cnn
+from lrtune.models import TinyTransformer, cifar_resnet18, conv1d_net, mlp, small_cnn
 
 
 def n_params(model: nn.Module) -> int:
@@ -50,3 +50,21 @@ def test_cifar_resnet18_is_adapted_to_32px() -> None:
     model.eval()
     with torch.no_grad():
         assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_tiny_transformer_returns_its_loss_and_per_token_logits() -> None:
+    torch.manual_seed(0)
+    post = TinyTransformer(10, 7, max_len=5, num_layers=2)
+    ids, labels = torch.randint(0, 10, (3, 5)), torch.randint(0, 7, (3, 5))
+    out = post(input_ids=ids, labels=labels)
+    assert out.logits.shape == (3, 5, 7) and out.loss is not None
+    expected = nn.functional.cross_entropy(out.logits.reshape(15, 7), labels.reshape(15))
+    assert torch.equal(out.loss, expected)
+    assert post(input_ids=ids[:, :4]).loss is None  # shorter sequences, no labels: no loss
+    masked = labels.clone()
+    masked[:, 0] = -100
+    kept = nn.functional.cross_entropy(out.logits[:, 1:].reshape(12, 7), labels[:, 1:].reshape(12))
+    assert torch.allclose(post(input_ids=ids, labels=masked).loss, kept)  # type: ignore[arg-type]
+    pre = TinyTransformer(10, 7, max_len=5, num_layers=2, norm_first=True)
+    assert isinstance(pre.norm, nn.LayerNorm) and isinstance(post.norm, nn.Identity)
+    assert pre.encoder.layers[0].norm_first and not post.encoder.layers[0].norm_first

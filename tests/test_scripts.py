@@ -146,30 +146,51 @@ BENCH_STUDY = SCRIPTS / "bench_study_overhead.py"
 MEAN_STD = r"(\d\.\d{4}) ± (\d\.\d{4}) \((\d\.\d{4})-(\d\.\d{4})\)"
 
 
-def test_compare_strategies_trains_every_strategy_on_the_same_fresh_seeds(tmp_path: Path) -> None:
+def test_compare_strategies_scores_every_strategy_on_the_test_split(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
-    args = [str(COMPARE), "--n-trials", "3", "--studies", "1", "--seeds", "2", "--epochs", "2"]
-    args += ["--plot", "c.png", "--work-dir", str(work)]
-    proc = run(args, tmp_path, timeout=180)
+    args = [str(COMPARE), "--quick", "--tasks", "digits", "--plot", "c.png", "--work-dir", str(work)]
+    proc = run(args, tmp_path, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "torch threads 1" in out
     assert "fresh seeds 1000..1001 (2)" in out
-    for name in ("fixed LR", "exp decay", "Adam", r"lrtune \(study seed 0\)", r"finder LR \(seed 0\)"):
+    assert "scored on the test split (180 samples)" in out
+    for name in ("fixed LR", "exp decay", "Adam", "strong default", "study winner"):
         match = re.search(rf"^{name}\s+{MEAN_STD}\s+{MEAN_STD}\s+\d+\.\d$", out, re.M)
         assert match, (name, out)
         acc_mean, _std, acc_lo, acc_hi = (float(v) for v in match.groups()[:4])
         assert 0.0 <= acc_lo <= acc_mean <= acc_hi <= 1.0
+        assert (
+            abs(acc_lo * 180 - round(acc_lo * 180)) < 0.01
+        )  # a count of the 180 test images (4 digits shown)
     assert re.search(r"exp decay check: .* = \d\.\de[+-]\d+\s+OK$", out, re.M)
-    best = json.loads((work / "best-seed0.json").read_text())
+    best = json.loads((work / "digits" / "best-digits.json").read_text())
     assert best["epochs"] == 2 and best["batch_size"] == 64
     assert (
         f"{best['schedule']['type']}: base_lr {best['schedule']['base_lr']:.3g}" in out
     )  # what was retrained
-    assert re.search(r"study seed 0: 3 trials \(.*\); \d+ epochs trained", out)
-    assert re.search(r"^  study seed 0: (PASS|MISS)$", out, re.M)
-    assert re.search(r"^summary: [01]/1 studies PASS$", out, re.M)
+    suggested = re.search(r"cosine from the range test's suggested_lr (\S+) to 0, no warmup", out)
+    assert suggested, out
+    assert re.search(
+        r"^gain of the study winner over the strong default \(test accuracy\), paired over 2 seeds: "
+        r"[+-]\d\.\d{4}, 95% CI \[[+-]\d\.\d{4}, [+-]\d\.\d{4}\]$",
+        out,
+        re.M,
+    )
+    if "gain" in best:  # a confirmed winner: the best file's own figures are shown
+        shown = re.search(r"^best file \(validation, the study's own confirmation\): (\{.*\})$", out, re.M)
+        assert shown, out
+        assert json.loads(shown.group(1))["gain"] == best["gain"]
+    budget = re.search(
+        r"^study budget: 4 trials \(.*\); (\d+) trial-epochs in the search \+ (\d+) in (\d+) confirmation runs",
+        out,
+        re.M,
+    )
+    assert budget, out
+    search_epochs, confirm_epochs, confirm_runs = (int(v) for v in budget.groups())
+    assert 4 <= search_epochs <= 4 * 2 * 3 and confirm_epochs == 2 * confirm_runs
+    assert re.search(r"^  digits: winner never worse than the strong default .*: (PASS|MISS)$", out, re.M)
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "work"]  # the study wrote only into work/
 
@@ -179,7 +200,7 @@ def test_compare_strategies_rejects_a_task_without_data(
 ) -> None:
     monkeypatch.setattr(sys, "path", list(sys.path))
     namespace = runpy.run_path(str(COMPARE), run_name=COMPARE.stem)
-    code = namespace["main"](["--task", "fashion-mnist", "--data-dir", str(tmp_path)])
+    code = namespace["main"](["--tasks", "fashion-mnist", "--data-dir", str(tmp_path)])
     assert code == 2
     assert "error: Fashion-MNIST is not in" in capsys.readouterr().err
 
@@ -220,10 +241,12 @@ def test_bench_study_overhead_times_equal_trials_through_the_real_study_engine(t
 @pytest.mark.parametrize(
     ("script", "args"),
     [
-        (COMPARE, ["--seeds", "0"]),
-        (COMPARE, ["--studies", "0"]),
-        (COMPARE, ["--seed-base", "5"]),  # the study trains with seeds 0..30
-        (COMPARE, ["--study-file", "no-such-study.yaml"]),
+        (COMPARE, ["--seeds", "1"]),  # a paired interval needs two seeds
+        (COMPARE, ["--seed-base", "5"]),  # the studies train with seeds 0..29
+        (COMPARE, ["--tasks", "mnist1d-cnn", "--study-seed", "990"]),  # 990..1019 meets the fresh 1000..1009
+        (COMPARE, ["--tasks", ","]),
+        (COMPARE, ["--n-trials", "0"]),
+        (COMPARE, ["--confirm", "-1"]),
         (BENCH_STUDY, ["--pairs", "0"]),
         (BENCH_STUDY, ["--pairs", "3", "--end-to-end", "4"]),
         (BENCH_STUDY, ["--trial-seconds", "0"]),

@@ -253,10 +253,18 @@ def test_mnist1d_study_file_is_valid() -> None:
 
 
 def test_registry_lists_the_builtins_and_fails_loudly() -> None:
-    assert set(TASKS) == {
-        "digits", "digits-finetune", "friedman", "friedman-nll", "mnist1d", "mnist1d-cnn", "mnist", "fashion-mnist",
+    assert set(TASKS) >= {
+        "digits",
+        "digits-finetune",
+        "friedman",
+        "friedman-nll",
+        "mnist1d",
+        "mnist1d-cnn",
+        "sort-transformer",
+        "mnist",
+        "fashion-mnist",
         "cifar10",
-    }  # fmt: skip
+    }
     with pytest.raises(TaskError, match=r"unknown task 'digit'; built-in tasks: digits, friedman") as info:
         load_task("digit")
     assert "module:function" in str(info.value)
@@ -333,3 +341,32 @@ def test_user_task_failures_are_one_line(project: Path, body: str | None, spec: 
     with pytest.raises(TaskError, match=message) as info:
         load_task(spec)
     assert "\n" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- mapping batches
+
+
+def test_token_accuracy_skips_ignored_positions_and_falls_back_for_other_shapes() -> None:
+    from lrtune.tasks import token_accuracy
+
+    logits = torch.tensor([[[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 3.0]]])  # predicts 0, 1, 2
+    assert token_accuracy(logits, torch.tensor([[0, 2, 2]])).item() == pytest.approx(2 / 3)
+    assert token_accuracy(logits, torch.tensor([[0, -100, 2]])).item() == 1.0
+    assert token_accuracy(logits, torch.full((1, 3), -100)).item() == 0.0  # nothing to score
+    assert token_accuracy(torch.tensor([[2.0, 1.0], [0.0, 3.0]]), torch.tensor([0, 0])).item() == 0.5
+
+
+def test_metric_on_mapping_batches_reads_the_logits_and_needs_labels() -> None:
+    logits = torch.tensor([[[3.0, 0.0], [0.0, 3.0]]])
+    labels = torch.tensor([[0, 0]])
+    task = tiny_task(loss=None)
+    for outputs in ({"logits": logits, "loss": torch.tensor(1.0)}, logits):
+        value = batch_metric(task, outputs, labels, mapping=True)
+        assert value is not None and value.item() == 0.5
+    with pytest.raises(TaskError, match="needs batch\\['labels'\\]"):
+        batch_metric(task, {"logits": logits}, None, mapping=True)
+    with pytest.raises(TaskError, match="needs the model's 'logits'"):
+        batch_metric(task, {"loss": torch.tensor(1.0)}, labels, mapping=True)
+    assert batch_metric(tiny_task(metric=None), {"loss": 1}, None, mapping=True) is None
+    with pytest.raises(TaskError, match="loss must be callable\\(outputs, targets\\) or None"):
+        tiny_task(loss="mse")

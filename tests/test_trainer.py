@@ -253,6 +253,32 @@ def test_non_scalar_loss_is_a_task_error(digits: Task) -> None:
         fit(task, optimizer=SGD, base_lr=0.1, settings=settings(epochs=1))
 
 
+def test_test_split_is_scored_after_training_without_changing_it(digits: Task) -> None:
+    plain = fit(digits, optimizer=SGD, base_lr=0.1, settings=settings(epochs=2))
+    assert plain.test_loss is None and plain.test_metric is None  # not asked for
+    scored = fit(digits, optimizer=SGD, base_lr=0.1, settings=settings(epochs=2), test=True)
+    assert scored.epochs == plain.epochs  # the same training, bit for bit
+    assert scored.test_metric is not None and 0.8 < scored.test_metric <= 1.0
+    assert scored.test_loss is not None and 0.0 < scored.test_loss < 1.0
+    assert scored.test_metric * len(digits.test) == pytest.approx(round(scored.test_metric * 180))  # type: ignore[arg-type]
+    # With the validation set as its test set, the test figures are the final validation figures.
+    mirror = Task(
+        name="mirror", model=digits.model, train=digits.train, val=digits.val, test=digits.val, batch_size=64
+    )
+    again = fit(mirror, optimizer=SGD, base_lr=0.1, settings=settings(epochs=2), test=True)
+    assert again.test_loss == pytest.approx(again.final().val_loss, rel=1e-6)
+    assert again.test_metric == again.final().val_metric
+    no_metric = load_task("friedman")
+    result = fit(no_metric, optimizer=SGD, base_lr=0.01, settings=settings(epochs=1), test=True)
+    assert result.test_metric is None and result.test_loss is not None and math.isfinite(result.test_loss)
+
+
+def test_test_needs_a_test_split(digits: Task) -> None:
+    task = Task(name="no-test", model=digits.model, train=digits.train, val=digits.val)
+    with pytest.raises(UsageError, match="task 'no-test' has no test split"):
+        fit(task, optimizer=SGD, base_lr=0.1, settings=settings(epochs=1), test=True)
+
+
 class NoisyBlobs(Dataset[tuple[Tensor, int]]):
     """Two Gaussian blobs with fresh noise on every read: streamed through a DataLoader."""
 

@@ -1,12 +1,14 @@
 """Batches from any loader, moved to the device; an endless stream for the sweep.
 
-A batch whose two tensors are already on the device (device-resident batches, or CPU tensors for a CPU
-sweep) is passed through as is: the per-step cost of a ``.to()`` call that has nothing to move is skipped.
+A batch is an ``(inputs, targets)`` pair or a mapping (see :mod:`lrtune.forward`; a mapping travels as
+``(Kwargs(batch), batch["labels"])``). A pair whose two tensors are already on the device (device-resident batches,
+or CPU tensors for a CPU sweep) is passed through as is: the per-step cost of a ``.to()`` call that has
+nothing to move is skipped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -14,6 +16,7 @@ from torch import Tensor
 
 from lrtune.errors import UsageError
 from lrtune.finder.snapshot import _rebuild_mapping
+from lrtune.forward import split_batch
 
 Batch = tuple[Any, Any]
 
@@ -21,7 +24,7 @@ Batch = tuple[Any, Any]
 def _to_device(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, Tensor):
         return obj.to(device, non_blocking=True)
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):
         return _rebuild_mapping(obj, [(k, _to_device(v, device)) for k, v in obj.items()])
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):
         return type(obj)(*(_to_device(v, device) for v in obj))
@@ -30,13 +33,12 @@ def _to_device(obj: Any, device: torch.device) -> Any:
     return obj
 
 
-def _pair(batch: Any, what: str) -> Batch:
-    if isinstance(batch, (tuple, list)) and len(batch) == 2:
-        return batch[0], batch[1]
-    size = f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""
-    raise UsageError(
-        f"each batch of {what} must be an (inputs, targets) pair, got a {type(batch).__name__}{size}"
-    )
+def _moved(batch: Any, device: torch.device, what: str) -> Batch:
+    """``(inputs, targets)`` of one batch with every tensor on ``device`` (a mapping is moved as a whole)."""
+    if isinstance(batch, Mapping):
+        return split_batch(_to_device(batch, device), what)
+    inputs, targets = split_batch(batch, what)
+    return _to_device(inputs, device), _to_device(targets, device)
 
 
 def _on_device(device: torch.device) -> Callable[[Tensor], bool]:
@@ -71,14 +73,10 @@ class _Batches:
                         "that can be iterated again"
                     ) from None
                 raise UsageError("train_loader yields no batches") from None
-        inputs, targets = _pair(batch, "train_loader")
+        inputs, targets = split_batch(batch, "train_loader")
         if type(inputs) is Tensor and type(targets) is Tensor:  # the common case, checked cheaply
             on_device = self.on_device
             if on_device(inputs) and on_device(targets):
                 return inputs, targets
             return inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
-        return _to_device(inputs, self.device), _to_device(targets, self.device)
-
-
-def _batch_size(targets: Any) -> int:
-    return int(targets.shape[0]) if isinstance(targets, Tensor) and targets.ndim > 0 else 1
+        return _moved(batch, self.device, "train_loader")

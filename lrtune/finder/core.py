@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from lrtune.errors import UsageError
 from lrtune.finder.amp import _amp_plan, _AmpPlan
-from lrtune.finder.batches import Batch, _pair, _to_device
+from lrtune.finder.batches import Batch, _moved
 from lrtune.finder.ladder import lr_ladder
 from lrtune.finder.result import FinderResult, _floats
 from lrtune.finder.rng import _reseed
@@ -40,7 +40,8 @@ class LRFinder:
         model: the model; its parameters must already be on ``device``.
         optimizer: a torch optimizer over the model's parameters (any number of param groups; an attached
             LR scheduler is fine).
-        criterion: ``criterion(outputs, targets) -> scalar loss`` (any sign).
+        criterion: ``criterion(outputs, targets) -> scalar loss`` (any sign); ``None`` for a model that
+            returns its loss on mapping batches (``model(**batch).loss`` or ``["loss"]``).
         device: where batches go; ``None`` uses the device of the model's parameters.
     """
 
@@ -48,15 +49,15 @@ class LRFinder:
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        criterion: Callable[[Any, Any], Tensor],
+        criterion: Callable[[Any, Any], Tensor] | None,
         device: str | torch.device | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise UsageError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise UsageError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        if not callable(criterion):
-            raise UsageError(f"criterion must be callable, got {type(criterion).__name__}")
+        if criterion is not None and not callable(criterion):
+            raise UsageError(f"criterion must be callable or None, got {type(criterion).__name__}")
         self.model, self.optimizer, self.criterion = model, optimizer, criterion
         self.device = self._resolve_device(device)
 
@@ -102,8 +103,9 @@ class LRFinder:
         """Run the sweep(s) and return the suggestion; the model, optimizer and RNGs end as they started.
 
         Args:
-            train_loader: any iterable of ``(inputs, targets)`` batches; restarted when exhausted. A loader
-                with ``reseed(seed)`` is reseeded per repeat.
+            train_loader: any iterable of ``(inputs, targets)`` batches or of mappings (passed as
+                ``model(**batch)``, targets ``batch["labels"]``); restarted when exhausted. A loader with
+                ``reseed(seed)`` is reseeded per repeat.
             val_loader: if given, its first ``val_batches`` batches are evaluated every ``val_every`` updates
                 and the suggestion reads the validation curve.
             grad_scaler: a GradScaler to use for fp16 AMP (its state is restored); one is made if needed.
@@ -114,7 +116,8 @@ class LRFinder:
         per-module modes (a frozen batch norm stays frozen). Validation runs under ``eval()`` and ``no_grad``.
 
         Raises:
-            UsageError: bad settings, bad batches, a criterion that does not return a scalar loss, or a curve
+            UsageError: bad settings, bad batches (a mapping without ``labels`` for a criterion, pairs without
+                one), a loss that is not a scalar (or missing from the output with no criterion), or a curve
                 too short to read (diverged at once).
         """
         cfg = SweepSettings(
@@ -216,8 +219,7 @@ class LRFinder:
     def _cache_val(self, loader: Iterable[Any], count: int, plan: _AmpPlan) -> list[Batch]:
         cache: list[Batch] = []
         for batch in loader:
-            inputs, targets = _pair(batch, "val_loader")
-            cache.append((_to_device(inputs, self.device), _to_device(targets, self.device)))
+            cache.append(_moved(batch, self.device, "val_loader"))
             if len(cache) == count:
                 break
         if not cache:

@@ -24,9 +24,10 @@ from torch import Tensor, nn
 
 from lrtune.errors import UsageError
 from lrtune.finder.amp import MAX_AMP_SKIPS, _AmpPlan
-from lrtune.finder.batches import Batch, _batch_size, _Batches
+from lrtune.finder.batches import Batch, _Batches
 from lrtune.finder.monitor import _monitor_for
 from lrtune.finder.settings import SweepSettings
+from lrtune.forward import forward_loss, samples_in
 
 logger = logging.getLogger(__name__)
 
@@ -74,18 +75,19 @@ class _Sweeper:
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    criterion: Callable[[Any, Any], Tensor]
+    criterion: Callable[[Any, Any], Tensor] | None
     device: torch.device
 
     def _loss(self, inputs: Any, targets: Any, plan: _AmpPlan) -> Tensor:
         if plan.dtype is None:
-            loss = self.criterion(self.model(inputs), targets)
+            loss = forward_loss(self.model, self.criterion, inputs, targets)[1]
         else:
             with plan.autocast():
-                loss = self.criterion(self.model(inputs), targets)
+                loss = forward_loss(self.model, self.criterion, inputs, targets)[1]
         if not isinstance(loss, Tensor) or loss.ndim != 0:
             shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
-            raise UsageError(f"the criterion must return a scalar loss tensor, got {shape}")
+            who = "criterion" if self.criterion is not None else "model"
+            raise UsageError(f"the {who} must return a scalar loss tensor, got {shape}")
         return loss
 
     def _evaluate(
@@ -96,7 +98,7 @@ class _Sweeper:
         count = 0
         with torch.no_grad():
             for inputs, targets in cache:
-                n = _batch_size(targets)
+                n = samples_in(inputs, targets)
                 total = total + self._loss(inputs, targets, plan).float() * n
                 count += n
         for module, mode in train_modes:

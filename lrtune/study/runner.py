@@ -567,16 +567,14 @@ def _run_finders(
 
 def _prepared(task: Task) -> Task:
     """The task with its datasets as tensors when they fit in memory, so no trial decodes them again."""
-    from torch.utils.data import TensorDataset
-
-    from lrtune.data import materialize
+    from lrtune.data import as_tensor_dataset
 
     changes: dict[str, Any] = {}
     for split in ("train", "val"):
         with contextlib.suppress(Exception):  # streaming stays the fallback
-            tensors = materialize(getattr(task, split))
-            if tensors is not None:
-                changes[split] = TensorDataset(*tensors)
+            dataset = as_tensor_dataset(getattr(task, split))
+            if dataset is not None:
+                changes[split] = dataset
     return dataclasses.replace(task, **changes) if changes else task
 
 
