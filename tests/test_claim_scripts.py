@@ -72,12 +72,19 @@ def test_compare_part_factors_quick_retrains_each_winner_on_fresh_seeds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = run("compare_part_factors.py", ["--quick"], tmp_path, monkeypatch, capsys)
-    assert re.search(rf"^finder only \(no search\)\s+-\s+base_lr .*\s+-\s+{MEAN_STD}$", out, re.M), out
-    assert re.search(rf"^global LR\s+0\s+base_lr [^×]*\s+\d\.\d{{4}}\s+{MEAN_STD}$", out, re.M), out
+    assert re.search(
+        rf"^finder only \(no search\)\s+-\s+base_lr .*\s+-\s+{MEAN_STD}\s+{MEAN_STD}$", out, re.M
+    ), out
+    assert re.search(
+        rf"^global LR\s+0\s+base_lr [^×]*\s+\d\.\d{{4}}\s+{MEAN_STD}\s+{MEAN_STD}$", out, re.M
+    ), out
     parts = re.search(
-        rf"^per-part factors\s+0\s+base_lr .*, body ×(\S+)\s+\d\.\d{{4}}\s+{MEAN_STD}$", out, re.M
+        rf"^per-part factors\s+0\s+base_lr .*, body ×(\S+)\s+\d\.\d{{4}}\s+{MEAN_STD}\s+{MEAN_STD}$",
+        out,
+        re.M,
     )
     assert parts and 0.01 <= float(parts.group(1)) <= 1.0, out
+    assert "fresh-seed test acc" in out
     assert list(tmp_path.iterdir()) == []
 
 
