@@ -14,7 +14,7 @@ selection; the test figure (digits' test split of classes 5–9, 89 examples, so
 
 Run from the repository root::
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/compare_part_factors.py            # 176 s measured on 2 cores shared with other jobs
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/compare_part_factors.py            # 83 s measured on 2 cores shared with other jobs
     OMP_NUM_THREADS=1 .venv/bin/python scripts/compare_part_factors.py --quick    # seconds: a smoke run
 """
 
