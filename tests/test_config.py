@@ -255,6 +255,7 @@ def test_sampler_factories() -> None:
         "hyperband",
         "median",
         "none",
+        "racing",
     ]
     with pytest.raises(UsageError, match="unknown sampler"):
         make_sampler("grid", seed=0)
