@@ -32,7 +32,17 @@ from lrtune.trainer import EpochResult
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-BEST_KEYS = {"schedule", "optimizer", "epochs", "batch_size", "metric", "value", "study", "trial", "confirmed"}
+BEST_KEYS = {
+    "schedule",
+    "optimizer",
+    "epochs",
+    "batch_size",
+    "metric",
+    "value",
+    "study",
+    "trial",
+    "confirmed",
+}
 EPOCHS = 2
 STEPS_PER_EPOCH = 23  # digits: 1,437 training images in batches of 64
 
