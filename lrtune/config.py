@@ -287,6 +287,8 @@ _CHECKS: dict[str, Callable[[str, object], Any]] = {
     "seed": lambda n, v: _integer(n, v, minimum=0),
     "device": _device,
     "amp": _flag,
+    "heartbeat_interval": lambda n, v: _integer(n, v, minimum=1),
+    "grace_period": lambda n, v: _integer(n, v, minimum=2),
 }
 
 
@@ -331,6 +333,9 @@ class StudyConfig:
         seed: base seed of the sampler and the trials.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         amp: mixed precision on CUDA.
+        heartbeat_interval: seconds between two heartbeats of a running trial.
+        grace_period: seconds without a heartbeat after which a running trial counts as crashed:
+            it becomes FAIL and is run again. Must exceed ``heartbeat_interval``.
 
     ``study_name`` and ``experiment`` are resolved on construction, so they are never None.
     """
@@ -359,10 +364,17 @@ class StudyConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    heartbeat_interval: int = 60
+    grace_period: int = 180
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, _CHECKS[f.name](f.name, getattr(self, f.name)))
+        if self.grace_period <= self.heartbeat_interval:
+            raise UsageError(
+                "grace_period must exceed heartbeat_interval (a live trial would count as crashed), "
+                f"got grace_period={self.grace_period}, heartbeat_interval={self.heartbeat_interval}"
+            )
         if self.sampler == "cmaes":
             _require_cmaes()
         if self.study_name is None:

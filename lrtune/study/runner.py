@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,7 +127,9 @@ def run_study(
             bounds_source=source,
         )
 
-    storage = open_storage(config.storage)
+    storage = open_storage(
+        config.storage, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period
+    )
     stored, attrs, trials = engine.inspect_existing(storage, study_name)
     if stored is not None:
         fallback = next(iter(stored.bounds.values()))  # only so that a changed optimizer list compares
@@ -141,8 +143,16 @@ def run_study(
         if engine.count_done(trials) >= config.n_trials:
             import optuna
 
+            from lrtune.tracking import StudyTracker
+
             say(f"study {study_name!r} already has {config.n_trials} finished trials; nothing to run")
             study = optuna.load_study(study_name=study_name, storage=storage)
+            engine.close_finished(
+                study,
+                StudyTracker(tracking, study_name=study_name),
+                total=config.n_trials,
+                config_params=config.to_dict(),
+            )
             return engine.outcome(
                 study,
                 stored,
@@ -205,9 +215,17 @@ def run_study(
         seed=config.seed,
         pruner=config.pruner,
     )
-    added = engine.run_trials(
-        study, objective, n_trials=config.n_trials, timeout=config.timeout, callbacks=[tracker, *callbacks]
-    )
+    try:
+        added = engine.run_trials(
+            study,
+            objective,
+            n_trials=config.n_trials,
+            timeout=config.timeout,
+            callbacks=[tracker, *callbacks],
+        )
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the trial is FAIL and its run KILLED already
+        engine.stop_tracking(study, tracker)
+        raise
     engine.finish_tracking(study, tracker, record)
     return engine.outcome(
         study,
@@ -263,7 +281,7 @@ class TaskObjective:
         )
         trial.set_user_attr(PLAN_ATTR, plan.to_dict())
         settings = dataclasses.replace(self.settings, seed=(self.seed + trial.number) % 2**32)
-        with self.tracker.start_trial(trial, params=trial.params) as run:
+        with _note_interrupted(trial.number), self.tracker.start_trial(trial, params=trial.params) as run:
             trial.set_user_attr(RUN_ATTR, run.run_id)
             hook = _EpochHook(
                 trial, run, self.task, metric=record.metric, pruner=self.pruner, epochs=record.epochs
@@ -278,6 +296,18 @@ class TaskObjective:
             )
             value = hook.value(result.final())
         return value
+
+
+@contextlib.contextmanager
+def _note_interrupted(number: int) -> Iterator[None]:
+    """Record ``number`` on a :class:`~lrtune.study.interrupts.StudyInterrupted` passing through."""
+    from lrtune.study.interrupts import StudyInterrupted
+
+    try:
+        yield
+    except StudyInterrupted as exc:
+        exc.trials.append(number)
+        raise
 
 
 class _EpochHook:

@@ -156,6 +156,11 @@ class StudyTracker:
         self.close_stale_runs(study)
         return parent
 
+    @property
+    def has_parent(self) -> bool:
+        """Whether :meth:`ensure_parent` found or created the parent run."""
+        return self._parent_id is not None
+
     def parent_run_id(self) -> str:
         """The published parent run id, read again from the study (after ``ensure_parent``)."""
         if self._study is None or self._parent_id is None:
@@ -269,10 +274,11 @@ class StudyTracker:
             self.client.set_tag(parent, key, tag)
 
     def finish_parent(self, study: optuna.Study) -> None:
-        """Mark the parent FINISHED unless trials are still running (another worker will finish it)."""
+        """End runs of trials failed elsewhere; mark the parent FINISHED unless trials still run elsewhere."""
         import optuna
 
         self.flush()
+        self.close_stale_runs(study)
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         if not running:
             self.client.set_terminated(self.parent_run_id(), status="FINISHED")
@@ -301,13 +307,26 @@ class StudyTracker:
             tags["lrtune.retried_from"] = str(retried_from)
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial.number}", tags=tags)
         trial_run = TrialRun(self.client, str(run.info.run_id), number=trial.number, writer=self.writer)
-        # Queued like the epochs: stored before the run ends, without holding up the trial.
-        self.writer.log(trial_run.run_id, params=param_entities(trial.params if params is None else params))
         with self._lock:
             self._runs[trial.number] = trial_run
+        # Queued like the epochs: stored before the run ends, without holding up the trial.
+        self.writer.log(trial_run.run_id, params=param_entities(trial.params if params is None else params))
         if retried_from is not None and self._study is not None:
             self.close_stale_runs(self._study)
         return trial_run
+
+    def kill_open_runs(self, reason: str = "interrupted") -> int:
+        """End KILLED (trial state FAIL) the runs of this tracker's trials still open; returns how many.
+
+        For an interrupt: a trial stopped before its run was ended (between the run's creation
+        and the ``with`` block) is left with no open run.
+        """
+        with self._lock:
+            runs = [run for run in self._runs.values() if run.state == "RUNNING"]
+            self._runs.clear()
+        for run in runs:
+            run.kill(reason)
+        return len(runs)
 
     def close_stale_runs(self, study: optuna.Study) -> int:
         """End RUNNING trial runs whose trial Optuna already finished (a worker died); returns how many."""
@@ -420,6 +439,10 @@ class TrialRun:
             raise UsageError(f"unknown trial state {state=}; known: {', '.join(RUN_STATUS)}")
         self._end(RUN_STATUS[state], state=state, reason=reason, force=force)
 
+    def kill(self, reason: str) -> None:
+        """End the run KILLED, with trial state FAIL (an interrupted trial, run again later)."""
+        self._end("KILLED", state="FAIL", reason=reason)
+
     def _end(self, status: str, *, state: str, reason: str | None, force: bool = False) -> None:
         if self.state != "RUNNING" and not force:
             self.flush()
@@ -457,7 +480,11 @@ class TrialRun:
             elif isinstance(exc, Exception):
                 self.finish("FAIL", reason=f"{type(exc).__name__}: {one_line(exc)}")
             else:  # KeyboardInterrupt, SystemExit: Optuna records FAIL, MLflow shows KILLED
-                self._end("KILLED", state="FAIL", reason=f"interrupted ({type(exc).__name__})")
+                self.kill(
+                    f"interrupted ({type(exc).__name__}: {exc})"
+                    if str(exc)
+                    else f"interrupted ({type(exc).__name__})"
+                )
         except Exception as log_error:
             if exc is None:
                 raise
