@@ -207,9 +207,28 @@ def ui(tracking_uri: str, experiment: str | None, host: str, port: int) -> None:
     if root is not None:
         command += ["--artifacts-destination", root]
     click.echo(
-        f"MLflow UI for {mask_secrets(tracking_uri)} at http://{host}:{port} (Ctrl-C stops it)", err=True
+        f"MLflow UI for {mask_secrets(tracking_uri)} at {_ui_url(tracking_uri, experiment, host, port)} "
+        "(Ctrl-C stops it)",
+        err=True,
     )
     raise SystemExit(_run_group(command))
+
+
+def _ui_url(tracking_uri: str, experiment: str | None, host: str, port: int) -> str:
+    """The UI's address, on the runs of ``experiment`` when it exists, in the "Model training" view.
+
+    MLflow 3's UI opens experiments in its GenAI view unless the address (or the user's last
+    choice, kept by the browser) asks for ``workflowType=machine_learning``.
+    """
+    page = "experiments"
+    if experiment is not None:
+        from lrtune.tracking import TrackingSettings, open_client
+
+        found = open_client(TrackingSettings(tracking_uri=tracking_uri)).get_experiment_by_name(experiment)
+        if found is None:
+            raise click.UsageError(f"no MLflow experiment {experiment!r} in {mask_secrets(tracking_uri)}")
+        page = f"experiments/{found.experiment_id}/runs"
+    return f"http://{host}:{port}/#/{page}?workflowType=machine_learning"
 
 
 def _run_group(command: list[str]) -> int:
@@ -421,7 +440,9 @@ def _print_study_summary(outcome: Any) -> None:
     if outcome.tracking_uri is not None:
         parent = f", parent run {outcome.parent_run_id}" if outcome.parent_run_id else ""
         rows.append(("mlflow", f"{outcome.tracking_uri}, experiment {outcome.experiment!r}{parent}"))
-        rows.append(("browse", f"lrtune ui --tracking-uri {outcome.tracking_uri}"))
+        rows.append(
+            ("browse", f"lrtune ui --tracking-uri {outcome.tracking_uri} --experiment {outcome.experiment}")
+        )
     if outcome.best is not None:
         rows.append(
             (

@@ -16,8 +16,8 @@ socket, ``mlflow server`` on a free port of 127.0.0.1, with PostgreSQL as its st
 2. **Cost.** The per-trial bookkeeping of lrtune against a bare Optuna loop on the same PostgreSQL
    (``study.optimize`` with the same objective, no MLflow), with the machinery of
    ``scripts/bench_study_overhead.py``: the same calibrated ``--cost-seconds`` digits trial (real
-   training), interleaved rounds, training timed inside each trial and subtracted, so the figure is
-   bookkeeping only. Goal: the difference <= 5 % of a 2-second trial.
+   training), interleaved rounds of ``--block`` trials per side (one engine call, as a worker makes),
+   training timed inside each trial and subtracted, so the figure is bookkeeping only. Goal: the difference <= 5 % of a 2-second trial.
 
 Run from the repository root::
 
@@ -104,7 +104,7 @@ def worker(args: argparse.Namespace) -> int:
         return value
 
     started = time.perf_counter()
-    study = tune(
+    tune(
         train,
         bounds=LRBounds(lr_low=0.003, lr_high=0.1, suggested_lr=0.03),
         epochs=args.epochs,
@@ -115,9 +115,9 @@ def worker(args: argparse.Namespace) -> int:
         tracking=TrackingSettings(tracking_uri=args.tracking_uri, experiment="bench-workers"),
         pruner="none",
         seed=args.seed,
+        callbacks=[lambda study, trial: counters.__setitem__("finished", counters.get("finished", 0) + 1)],
     )
     counters["seconds"] = time.perf_counter() - started
-    counters["trials_total"] = len(study.trials)
     print(json.dumps(counters))
     return 0
 
@@ -211,7 +211,7 @@ def load(args: argparse.Namespace, storage: str, tracking_uri: str, pg: Any, wor
         "pg_waiting_max": max(waits, default=0),
         "pg_waiting_samples": sum(1 for w in waits if w),
         "pg_samples": len(waits),
-        "per_worker_trials": [c["trials_total"] for c in counters],
+        "per_worker_trials": [c.get("finished", 0) for c in counters],
     }
 
 
@@ -244,8 +244,10 @@ def cost(args: argparse.Namespace, storage: str, bare_storage: str, tracking_uri
         optimizers=("sgd",), bounds={"sgd": overhead.BOUNDS}, bounds_source="bench",
     )  # fmt: skip
     settings = TrainSettings(epochs=args.cost_epochs, seed=args.seed, device="cpu")
-    tracker = StudyTracker(
-        TrackingSettings(tracking_uri=tracking_uri, experiment="bench-cost"), study_name="bench-cost"
+    tracker = StudyTracker(  # as run_study makes it
+        TrackingSettings(tracking_uri=tracking_uri, experiment="bench-cost"),
+        study_name="bench-cost",
+        end_in_background=True,
     )
     study_a, record = engine.open_study(
         open_storage(storage), record, study_name="bench-cost", sampler="tpe", pruner="none", seed=args.seed,
@@ -260,27 +262,40 @@ def cost(args: argparse.Namespace, storage: str, bare_storage: str, tracking_uri
     )  # fmt: skip
     study_b.enqueue_trial(baseline_params(record.space, optimizer="sgd"))
     bare_side = overhead.Bare(study_b, overhead.BareObjective(task, record, settings, args.seed))
-    sides: dict[str, Any] = {"lrtune": lrtune_side, "bare": bare_side}
-    timed: dict[str, list[Any]] = {"lrtune": [], "bare": []}
+    block = args.block
+
+    def run_lrtune() -> None:  # one engine call per block: its per-call set-up is shared by the block
+        lrtune_side.done += block
+        engine.run_trials(study_a, objective, n_trials=lrtune_side.done, timeout=None, callbacks=[tracker])
+
+    def run_bare() -> None:
+        bare_side.study.optimize(bare_side.objective, n_trials=block)
+
+    runs = {"lrtune": run_lrtune, "bare": run_bare}
+    timed: dict[str, list[tuple[float, float]]] = {"lrtune": [], "bare": []}  # per trial: wall, training
     with overhead.fit_clock():
         for round_ in range(args.rounds + 1):
             for name in ("lrtune", "bare") if round_ % 2 == 0 else ("bare", "lrtune"):
-                trial = overhead.timed_trial(sides[name].run_one, sides[name].study)
-                if round_:
-                    timed[name].append(trial)
+                overhead.CLOCK.reset()
+                started = time.perf_counter()
+                runs[name]()
+                seconds = time.perf_counter() - started
+                if round_:  # round 0 warms up
+                    timed[name].append((seconds / block, overhead.CLOCK.training / block))
     engine.finish_tracking(study_a, tracker, record)
-    book = {name: [t.bookkeeping for t in trials] for name, trials in timed.items()}
+    book = {name: [wall - training for wall, training in values] for name, values in timed.items()}
     diffs = [a - b for a, b in zip(book["lrtune"], book["bare"], strict=True)]
+    plans = [[t.params for t in s.get_trials()] for s in (study_a, study_b)]
     return {
         "width": width,
         "calibrated_s": calibrated,
-        "trial_s": {name: overhead.med([t.seconds for t in trials]) for name, trials in timed.items()},
-        "training_s": {name: overhead.med([t.training for t in trials]) for name, trials in timed.items()},
+        "trial_s": {name: overhead.med([wall for wall, _ in values]) for name, values in timed.items()},
+        "training_s": {name: overhead.med([train for _, train in values]) for name, values in timed.items()},
         "bookkeeping_s": {name: overhead.med(values) for name, values in book.items()},
         "bookkeeping_iqr": {name: overhead.iqr(values) for name, values in book.items()},
         "overhead_s": overhead.med(diffs),
         "overhead_iqr": overhead.iqr(diffs),
-        "same_plans": all(a.params == b.params for a, b in zip(timed["lrtune"], timed["bare"], strict=True)),
+        "same_plans": plans[0] == plans[1],
     }
 
 
@@ -292,7 +307,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-trials", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=5, help="epochs of a load trial (each reports once)")
     parser.add_argument("--trial-seconds", type=float, default=0.5, help="sleep per load trial")
-    parser.add_argument("--rounds", type=int, default=12, help="interleaved cost rounds (lrtune + bare)")
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved cost rounds (lrtune + bare)")
+    parser.add_argument("--block", type=int, default=3, help="trials per side and round (one engine call)")
     parser.add_argument("--cost-seconds", type=float, default=2.0, help="training per cost trial")
     parser.add_argument("--cost-epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
@@ -303,7 +319,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick and not args.worker:
-        args.workers, args.n_trials, args.rounds, args.trial_seconds = 4, 40, 3, 0.2
+        args.workers, args.n_trials, args.rounds, args.block, args.trial_seconds = 4, 40, 2, 2, 0.2
     return args
 
 
@@ -343,8 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  pg_locks not granted  max {figures['pg_waiting_max']} at once; seen in "
                   f"{figures['pg_waiting_samples']} of {figures['pg_samples']} samples (every 0.2 s)")  # fmt: skip
             if not args.skip_cost:
-                print(f"\ncost: {args.rounds} interleaved rounds of a calibrated {args.cost_seconds:g} s "
-                      f"digits trial ({args.cost_epochs} epochs)", flush=True)  # fmt: skip
+                print(f"\ncost: {args.rounds} interleaved rounds of {args.block} calibrated {args.cost_seconds:g} s "
+                      f"digits trials ({args.cost_epochs} epochs) per side", flush=True)  # fmt: skip
                 c = cost(args, pg.create_database("cost"), pg.create_database("bare"), server.uri)
                 print(f"  MLP width {c['width']}, a bare fit takes {c['calibrated_s']:.2f} s; "
                       f"same plans in both: {c['same_plans']}")  # fmt: skip

@@ -60,3 +60,26 @@ def test_a_signal_stops_the_server_and_its_children(tmp_path: Path, signum: int)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_ui_names_the_runs_page_of_an_experiment_in_the_model_training_view(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from lrtune.cli import cli
+    from lrtune.tracking import TrackingSettings, experiment_id, open_client
+
+    monkeypatch.chdir(tmp_path)
+    settings = TrackingSettings(tracking_uri="sqlite:///mlflow.db", experiment="night")
+    client = open_client(settings)
+    number = experiment_id(client, settings)
+    assert client.get_experiment(number).tags["mlflow.experimentKind"] == "custom_model_development"
+    calls: list[list[str]] = []
+    monkeypatch.setattr("lrtune.cli._run_group", lambda command: calls.append(command) or 0)
+    result = CliRunner().invoke(cli, ["ui", "--experiment", "night", "--port", "5077"])
+    assert result.exit_code == 0, result.output
+    assert f"http://127.0.0.1:5077/#/experiments/{number}/runs?workflowType=machine_learning" in result.output
+    assert len(calls) == 1
+    missing = CliRunner().invoke(cli, ["ui", "--experiment", "nope"])
+    assert missing.exit_code == 2 and "no MLflow experiment 'nope'" in missing.output and not calls[1:]

@@ -165,7 +165,7 @@ def run_study(
 
     from lrtune.tracking import StudyTracker
 
-    tracker = StudyTracker(tracking, study_name=study_name)
+    tracker = StudyTracker(tracking, study_name=study_name, end_in_background=True)
     _ = tracker.client  # a bad MLflow store fails here, before any work
 
     with tempfile.TemporaryDirectory(prefix="lrtune-study-") as scratch:

@@ -83,17 +83,23 @@ class StudyTracker:
     Args:
         settings: tracking URI and experiment (for a study, the experiment is usually its name).
         study_name: the Optuna study's name, kept in tag ``lrtune.study``.
+        end_in_background: trial runs end through the background writer (after what was queued
+            for them) instead of waiting for the store; :meth:`flush` waits for them. A trial on
+            an MLflow server then waits for no request at its end.
 
     The tracker is also an Optuna callback (``study.optimize(..., callbacks=[tracker])``): after
     each trial it makes the trial's run agree with the state Optuna recorded (e.g. a NaN
     objective that Optuna marks FAIL) and logs the objective as metric ``objective``.
     """
 
-    def __init__(self, settings: TrackingSettings, *, study_name: str) -> None:
+    def __init__(
+        self, settings: TrackingSettings, *, study_name: str, end_in_background: bool = False
+    ) -> None:
         if not study_name.strip():
             raise UsageError(f"the study name must not be empty {study_name=}")
         self.settings = settings
         self.study_name = study_name
+        self.end_in_background = end_in_background
         self._client: MlflowClient | None = None
         self._writer: BatchWriter | None = None
         self._experiment_id: str | None = None
@@ -306,7 +312,13 @@ class StudyTracker:
         if retried_from is not None:
             tags["lrtune.retried_from"] = str(retried_from)
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial.number}", tags=tags)
-        trial_run = TrialRun(self.client, str(run.info.run_id), number=trial.number, writer=self.writer)
+        trial_run = TrialRun(
+            self.client,
+            str(run.info.run_id),
+            number=trial.number,
+            writer=self.writer,
+            end_in_background=self.end_in_background,
+        )
         with self._lock:
             self._runs[trial.number] = trial_run
         # Queued like the epochs: stored before the run ends, without holding up the trial.
@@ -339,9 +351,13 @@ class StudyTracker:
                 continue
             state = frozen.state.name
             reason = "the worker stopped before ending this run"
-            TrialRun(self.client, run.info.run_id, number=frozen.number, writer=self.writer).finish(
-                state if state in RUN_STATUS else "FAIL", reason=reason
-            )
+            TrialRun(
+                self.client,
+                run.info.run_id,
+                number=frozen.number,
+                writer=self.writer,
+                end_in_background=self.end_in_background,
+            ).finish(state if state in RUN_STATUS else "FAIL", reason=reason)
             closed += 1
         if closed:
             logger.info("study %r: ended %d runs left open by stopped workers", self.study_name, closed)
@@ -374,13 +390,20 @@ class TrialRun:
     """
 
     def __init__(
-        self, client: MlflowClient, run_id: str, *, number: int, writer: BatchWriter | None = None
+        self,
+        client: MlflowClient,
+        run_id: str,
+        *,
+        number: int,
+        writer: BatchWriter | None = None,
+        end_in_background: bool = False,
     ) -> None:
         self.client = client
         self.run_id = run_id
         self.number = number
         self.state = "RUNNING"
         self.writer = writer if writer is not None else BatchWriter(client)
+        self.end_in_background = end_in_background
 
     def log_epoch(
         self,
@@ -452,6 +475,11 @@ class TrialRun:
         tags = [RunTag("lrtune.state", state)]
         if reason:
             tags.append(RunTag("lrtune.reason", mask_secrets(reason)[:_MAX_TAG_LENGTH]))
+        if self.end_in_background:  # the writer ends the run after sending what was queued for it
+            self.writer.log(self.run_id, tags=tags)
+            self.writer.end_run(self.run_id, status)
+            self.state = state
+            return
         # The tags join the last queued metrics in one request; everything is stored before the end.
         failures = self.writer.failures
         self.writer.log(self.run_id, tags=tags)
