@@ -440,9 +440,11 @@ def _print_study_summary(outcome: Any) -> None:
     if outcome.tracking_uri is not None:
         parent = f", parent run {outcome.parent_run_id}" if outcome.parent_run_id else ""
         rows.append(("mlflow", f"{outcome.tracking_uri}, experiment {outcome.experiment!r}{parent}"))
-        rows.append(
-            ("browse", f"lrtune ui --tracking-uri {outcome.tracking_uri} --experiment {outcome.experiment}")
-        )
+        if outcome.tracking_uri.startswith(("http://", "https://")):  # the server's own UI
+            browse = f"{outcome.tracking_uri.rstrip('/')}/#/experiments?workflowType=machine_learning"
+        else:
+            browse = f"lrtune ui --tracking-uri {outcome.tracking_uri} --experiment {outcome.experiment}"
+        rows.append(("browse", browse))
     if outcome.best is not None:
         rows.append(
             (
