@@ -11,6 +11,7 @@ Only click and lrtune's torch-free modules are imported at the top, so
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -208,8 +209,6 @@ def _print_find_summary(outcome: Any, settings: Any) -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
 def ui(tracking_uri: str, experiment: str | None, host: str, port: int) -> None:
     """Open the MLflow UI on lrtune's store."""
-    import subprocess
-
     from lrtune.tracking import TrackingSettings, artifact_root
 
     TrackingSettings(tracking_uri=tracking_uri)
@@ -219,9 +218,60 @@ def ui(tracking_uri: str, experiment: str | None, host: str, port: int) -> None:
     if root is not None:
         command += ["--artifacts-destination", root]
     click.echo(
-        f"MLflow UI for {mask_secrets(tracking_uri)} at http://{host}:{port} (Ctrl-C stops it)", err=True
+        f"MLflow UI for {mask_secrets(tracking_uri)} at {_ui_url(tracking_uri, experiment, host, port)} "
+        "(Ctrl-C stops it)",
+        err=True,
     )
-    raise SystemExit(subprocess.call(command))
+    raise SystemExit(_run_group(command))
+
+
+def _ui_url(tracking_uri: str, experiment: str | None, host: str, port: int) -> str:
+    """The UI's address, on the runs of ``experiment`` when it exists, in the "Model training" view.
+
+    MLflow 3's UI opens experiments in its GenAI view unless the address (or the user's last
+    choice, kept by the browser) asks for ``workflowType=machine_learning``.
+    """
+    page = "experiments"
+    if experiment is not None:
+        from lrtune.tracking import TrackingSettings, open_client
+
+        found = open_client(TrackingSettings(tracking_uri=tracking_uri)).get_experiment_by_name(experiment)
+        if found is None:
+            raise click.UsageError(f"no MLflow experiment {experiment!r} in {mask_secrets(tracking_uri)}")
+        page = f"experiments/{found.experiment_id}/runs"
+    return f"http://{host}:{port}/#/{page}?workflowType=machine_learning"
+
+
+def _run_group(command: list[str]) -> int:
+    """Run ``command`` in its own process group; SIGINT, SIGTERM and SIGHUP stop the whole group.
+
+    ``mlflow ui`` starts a web server and job consumers of its own: a signal to lrtune alone
+    would leave them running and holding the port. Returns the command's exit code (128 + the
+    signal's number when a signal stopped lrtune).
+    """
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, start_new_session=True)
+    received: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        received.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    code = process.wait()
+    start = time.monotonic()
+    while time.monotonic() - start < 12:  # the group outlives its leader: wait, then kill what is left
+        try:
+            os.killpg(process.pid, signal.SIGTERM if time.monotonic() - start < 10 else signal.SIGKILL)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    return 128 + received[0] if received else code
 
 
 # ------------------------------------------------------------------------------------------- study
@@ -338,6 +388,21 @@ Wu et al. 2018). A trial whose loss diverges is pruned with the reason; the stud
     help="A part of the model (parameter names matching REGEX; first match wins) whose LR factor the study "
     "searches (log-uniform 0.01..1); repeatable [default: none, or the study file's param_groups].",
 )
+@click.option(
+    "--heartbeat-interval",
+    type=int,
+    default=None,
+    help=_from_file("heartbeat_interval", "Seconds between two heartbeats of a running trial."),
+)
+@click.option(
+    "--grace-period",
+    type=int,
+    default=None,
+    help=_from_file(
+        "grace_period",
+        "Seconds without a heartbeat after which a trial counts as crashed (FAIL, then run again).",
+    ),
+)
 def study(study_file: Path | None, **options: Any) -> None:
     from lrtune.config import build_config, load_study_file
 
@@ -348,14 +413,19 @@ def study(study_file: Path | None, **options: Any) -> None:
     import optuna
 
     from lrtune.study import run_study
+    from lrtune.study.interrupts import StudyInterrupted, handle_signals
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines below replace Optuna's
-    outcome = run_study(
-        config,
-        callbacks=[_TrialPrinter(config.n_trials)],
-        confirm_callbacks=[_ConfirmPrinter()],
-        notify=lambda line: click.echo(line, err=True),
-    )
+    try:
+        with handle_signals():
+            outcome = run_study(
+                config,
+                callbacks=[_TrialPrinter(config.n_trials)],
+                confirm_callbacks=[_ConfirmPrinter()],
+                notify=lambda line: click.echo(line, err=True),
+            )
+    except StudyInterrupted as exc:  # before click turns it into "Aborted!"
+        raise exc.as_error() from None
     _print_study_summary(outcome)
 
 
@@ -449,7 +519,11 @@ def _print_study_summary(outcome: Any) -> None:
     if outcome.tracking_uri is not None:
         parent = f", parent run {outcome.parent_run_id}" if outcome.parent_run_id else ""
         rows.append(("mlflow", f"{outcome.tracking_uri}, experiment {outcome.experiment!r}{parent}"))
-        rows.append(("browse", f"lrtune ui --tracking-uri {outcome.tracking_uri}"))
+        if outcome.tracking_uri.startswith(("http://", "https://")):  # the server's own UI
+            browse = f"{outcome.tracking_uri.rstrip('/')}/#/experiments?workflowType=machine_learning"
+        else:
+            browse = f"lrtune ui --tracking-uri {outcome.tracking_uri} --experiment {outcome.experiment}"
+        rows.append(("browse", browse))
     if outcome.best is not None:
         rows.append(
             (

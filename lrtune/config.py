@@ -328,6 +328,8 @@ _CHECKS: dict[str, Callable[[str, object], Any]] = {
     "confirm_seeds": lambda n, v: _integer(n, v, minimum=0),
     "param_groups": _param_groups,
     "group_factor_range": _factor_range,
+    "heartbeat_interval": lambda n, v: _integer(n, v, minimum=1),
+    "grace_period": lambda n, v: _integer(n, v, minimum=2),
 }
 
 
@@ -378,6 +380,9 @@ class StudyConfig:
         param_groups: named parts of the model, ``{NAME: REGEX}`` or ``NAME=REGEX`` strings (first
             match wins; the rest is the group ``default`` at factor 1); each part's LR factor is searched.
         group_factor_range: ``(low, high)`` of the log-uniform search of the parts' factors.
+        heartbeat_interval: seconds between two heartbeats of a running trial.
+        grace_period: seconds without a heartbeat after which a running trial counts as crashed:
+            it becomes FAIL and is run again. Must exceed ``heartbeat_interval``.
 
     ``study_name`` and ``experiment`` are resolved on construction, so they are never None.
     """
@@ -410,10 +415,17 @@ class StudyConfig:
     confirm_seeds: int = 3
     param_groups: tuple[tuple[str, str], ...] = ()
     group_factor_range: tuple[float, float] = (0.01, 1.0)
+    heartbeat_interval: int = 60
+    grace_period: int = 180
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, _CHECKS[f.name](f.name, getattr(self, f.name)))
+        if self.grace_period <= self.heartbeat_interval:
+            raise UsageError(
+                "grace_period must exceed heartbeat_interval (a live trial would count as crashed), "
+                f"got grace_period={self.grace_period}, heartbeat_interval={self.heartbeat_interval}"
+            )
         if self.sampler == "cmaes":
             _require_cmaes()
         if self.study_name is None:

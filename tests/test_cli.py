@@ -214,7 +214,7 @@ def test_ui_binds_to_loopback_and_serves_our_artifacts(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[list[str]] = []
-    monkeypatch.setattr(subprocess, "call", lambda command: calls.append(command) or 0)
+    monkeypatch.setattr("lrtune.cli._run_group", lambda command: calls.append(command) or 0)
     result = run_cli("ui")
     assert result.exit_code == 0, result.stderr
     (command,) = calls

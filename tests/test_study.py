@@ -27,7 +27,7 @@ from lrtune.study import storage as storage_module
 from lrtune.study.engine import min_resource, sampler_seed
 from lrtune.study.record import FINDER_ATTR_PREFIX, PLAN_ATTR, REASON_ATTR, RUN_ATTR, read_record
 from lrtune.study.runner import _EpochHook
-from lrtune.tracking import PARENT_ATTR, TrackingSettings
+from lrtune.tracking import PARENT_ATTR, StudyTracker, TrackingSettings
 from lrtune.trainer import EpochResult
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -557,24 +557,21 @@ def test_auto_bounds_run_the_finder_once(
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")
-def test_a_crashed_trial_is_failed_and_retried(
-    tmp_path: Path, empty_mlflow_db: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(storage_module, "HEARTBEAT_INTERVAL", 1)
-    monkeypatch.setattr(storage_module, "GRACE_PERIOD", 1)
+def test_a_crashed_trial_is_failed_and_retried(tmp_path: Path, empty_mlflow_db: Path) -> None:
     folder = fresh_folder(tmp_path, empty_mlflow_db)
     bounds = finder_json(folder, low=0.02, high=0.5, suggested=0.1)
-    config = config_in(folder, n_trials=1, bounds=str(bounds), study_name="crash")
+    beat = {"heartbeat_interval": 1, "grace_period": 2}
+    config = config_in(folder, n_trials=1, bounds=str(bounds), study_name="crash", **beat)
     run_study(config)
     # A worker that died in the middle of trial 1: RUNNING, with a heartbeat that stopped.
-    storage = open_storage(config.storage)
+    storage = open_storage(config.storage, heartbeat_interval=1, grace_period=2)
     study = optuna.load_study(study_name="crash", storage=storage)
     trial = study.ask()
     trial.suggest_categorical("schedule", ["constant", "cosine", "one_cycle"])
     storage.record_heartbeat(trial._trial_id)
-    time.sleep(2.5)
+    time.sleep(3.5)  # SQLite keeps heartbeats to the second
 
-    outcome = run_study(config_in(folder, n_trials=2, bounds=str(bounds), study_name="crash"))
+    outcome = run_study(config_in(folder, n_trials=2, bounds=str(bounds), study_name="crash", **beat))
     trials = load(config).get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
     assert trials[2].system_attrs["failed_trial"] == 1
@@ -587,6 +584,38 @@ def test_a_crashed_trial_is_failed_and_retried(
         if r.data.tags["lrtune.trial_number"] == "2"
     ]
     assert retry.data.tags["lrtune.retried_from"] == "1"
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")
+def test_rerunning_a_finished_study_fails_stale_trials_and_ends_their_runs(
+    tmp_path: Path, empty_mlflow_db: Path
+) -> None:
+    folder = fresh_folder(tmp_path, empty_mlflow_db)
+    bounds = finder_json(folder, low=0.02, high=0.5, suggested=0.1)
+    config = config_in(
+        folder, n_trials=1, bounds=str(bounds), study_name="stale", heartbeat_interval=1, grace_period=2
+    )
+    first = run_study(config)
+    # A worker of an older version died in a trial beyond the total: RUNNING, its MLflow run open.
+    storage = open_storage(config.storage, heartbeat_interval=1, grace_period=2)
+    study = optuna.load_study(study_name="stale", storage=storage)
+    trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)
+    tracker = StudyTracker(
+        TrackingSettings(tracking_uri=config.tracking_uri, experiment="stale"), study_name="stale"
+    )
+    tracker.ensure_parent(study, config_params={})
+    open_run = tracker.start_trial(trial)
+    client = MlflowClient(tracking_uri=config.tracking_uri)
+    assert client.get_run(first.parent_run_id or "").info.status == "RUNNING"
+    time.sleep(3.5)  # SQLite keeps heartbeats to the second
+
+    again = run_study(config)
+    assert again.added == 0 and (again.complete, again.failed, again.running) == (1, 1, 0)
+    assert [t.state.name for t in load(config).get_trials()] == ["COMPLETE", "FAIL"]
+    assert client.get_run(open_run.run_id).info.status == "FAILED"
+    assert client.get_run(again.parent_run_id or "").info.status == "FINISHED"
 
 
 @pytest.mark.slow

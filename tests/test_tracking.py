@@ -279,3 +279,26 @@ def test_relative_sqlite_stores_stay_in_the_folder_they_were_opened_in(
         assert client.get_experiment_by_name(f"made-in-{folder.name}") is not None
     assert (first / "mlflow.db").is_file() and (second / "mlflow.db").is_file()
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_queued_run_end_is_sent_after_what_was_queued_before_it() -> None:
+    from mlflow.entities import Metric
+
+    calls: list[tuple[str, str]] = []
+
+    class Store:
+        def log_batch(self, run_id: str, metrics: Any = (), params: Any = (), tags: Any = ()) -> None:
+            time.sleep(0.05)
+            calls.append(("log", run_id))
+
+        def set_terminated(self, run_id: str, status: str) -> None:
+            calls.append((status, run_id))
+
+    writer = BatchWriter(Store(), min_interval=0.0, settle=0.0)
+    writer.log("a", metrics=[Metric("loss", 1.0, 0, 0)])
+    writer.end_run("a", "FINISHED")
+    writer.log("b", metrics=[Metric("loss", 1.0, 0, 0)])
+    writer.end_run("b", "KILLED")
+    assert writer.flush(10)
+    assert calls == [("log", "a"), ("FINISHED", "a"), ("log", "b"), ("KILLED", "b")]
+    assert writer.pending == 0

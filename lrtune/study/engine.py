@@ -83,15 +83,16 @@ class StudyOutcome:
 
 def done_states() -> tuple[Any, ...]:
     """The trial states that count towards ``n_trials``: COMPLETE and PRUNED (FAIL is re-run)."""
-    import optuna
+    from lrtune.study.slots import done_states as states
 
-    return (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return states()
 
 
 def count_done(trials: Sequence[FrozenTrial]) -> int:
     """How many of ``trials`` count towards ``n_trials``."""
-    states = done_states()
-    return sum(1 for t in trials if t.state in states)
+    from lrtune.study.slots import finished_count
+
+    return finished_count(trials)
 
 
 def inspect_existing(
@@ -205,28 +206,14 @@ def run_trials(
 ) -> int:
     """Run the trials missing from the study's total ``n_trials``; returns how many this call finished.
 
-    Several workers may share the study: ``MaxTrialsCallback`` stops each of them once the
-    study as a whole has ``n_trials`` complete or pruned trials (a trial already running
-    elsewhere then still finishes, so the total can overshoot by the number of workers).
+    Several workers may share the study: the missing trials are WAITING slots that each worker
+    pops (:mod:`lrtune.study.slots`), so the study ends with exactly ``n_trials`` complete or
+    pruned trials. A trial of a crashed worker is failed once its grace period has passed and
+    run again, by a live worker or by the next run.
     """
-    import optuna
+    from lrtune.study.slots import run_slots
 
-    missing = n_trials - count_done(study.get_trials(deepcopy=False))
-    if missing <= 0:
-        return 0
-    finished = 0
-
-    def count(study: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal finished
-        finished += 1
-
-    study.optimize(
-        objective,
-        n_trials=missing,
-        timeout=timeout,
-        callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=done_states()), count, *callbacks],
-    )
-    return finished
+    return run_slots(study, objective, total=n_trials, timeout=timeout, callbacks=callbacks)
 
 
 # ------------------------------------------------------------------------------------------ MLflow
@@ -317,6 +304,51 @@ def _finish_tracking(study: optuna.Study, tracker: StudyTracker, record: StudyRe
     tracker.finish_parent(study)
 
 
+def close_finished(
+    study: optuna.Study, tracker: StudyTracker | None, *, total: int, config_params: Mapping[str, Any]
+) -> None:
+    """For a study that already holds its total: fail stale trials, end their runs, finish the parent.
+
+    Nothing is trained, and nothing is written when no trial was stale (the MLflow store is not
+    even opened); MLflow failures are logged as warnings (the trials are stored already).
+    """
+    from lrtune.study.slots import fail_stale
+    from lrtune.tracking import PARENT_ATTR
+
+    if not fail_stale(study, total=total) or tracker is None or PARENT_ATTR not in study.user_attrs:
+        return
+    try:
+        tracker.ensure_parent(study, config_params=config_params)  # ends runs of failed trials
+        tracker.finish_parent(study)
+    except Exception as exc:
+        logger.warning(
+            "study %r: could not update the MLflow runs: %s",
+            study.study_name,
+            mask_secrets(f"{type(exc).__name__}: {exc}"),
+        )
+
+
+def stop_tracking(study: optuna.Study, tracker: StudyTracker) -> None:
+    """After an interrupt: send what is queued; end the parent KILLED unless other workers run trials.
+
+    The next run of the study reopens the parent.
+    """
+    import optuna
+
+    try:
+        tracker.kill_open_runs()
+        tracker.flush()
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if not running and tracker.has_parent:
+            tracker.client.set_terminated(tracker.parent_run_id(), status="KILLED")
+    except Exception as exc:
+        logger.warning(
+            "study %r: could not end the MLflow parent run: %s",
+            study.study_name,
+            mask_secrets(f"{type(exc).__name__}: {exc}"),
+        )
+
+
 def outcome(
     study: optuna.Study,
     record: StudyRecord,
@@ -399,6 +431,7 @@ def report_epoch(
 
 __all__ = [
     "StudyOutcome",
+    "close_finished",
     "count_done",
     "done_states",
     "finish_tracking",
@@ -409,4 +442,5 @@ __all__ = [
     "run_trials",
     "sampler_seed",
     "start_tracking",
+    "stop_tracking",
 ]

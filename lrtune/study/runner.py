@@ -17,7 +17,7 @@ import logging
 import math
 import statistics
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -142,7 +142,9 @@ def run_study(
             group_factor_range=config.group_factor_range,
         )
 
-    storage = open_storage(config.storage)
+    storage = open_storage(
+        config.storage, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period
+    )
     stored, attrs, trials = engine.inspect_existing(storage, study_name)
     if stored is not None:
         fallback = next(iter(stored.bounds.values()))  # only so that a changed optimizer list compares
@@ -158,8 +160,16 @@ def run_study(
         ):
             import optuna
 
+            from lrtune.tracking import StudyTracker
+
             say(f"study {study_name!r} already has {config.n_trials} finished trials; nothing to run")
             study = optuna.load_study(study_name=study_name, storage=storage)
+            engine.close_finished(
+                study,
+                StudyTracker(tracking, study_name=study_name),
+                total=config.n_trials,
+                config_params=config.to_dict(),
+            )
             return engine.outcome(
                 study,
                 stored,
@@ -172,7 +182,7 @@ def run_study(
 
     from lrtune.tracking import StudyTracker
 
-    tracker = StudyTracker(tracking, study_name=study_name)
+    tracker = StudyTracker(tracking, study_name=study_name, end_in_background=True)
     _ = tracker.client  # a bad MLflow store fails here, before any work
 
     with tempfile.TemporaryDirectory(prefix="lrtune-study-") as scratch:
@@ -217,21 +227,36 @@ def run_study(
         seed=config.seed,
         pruner=config.pruner,
     )
-    added = engine.run_trials(
-        study, objective, n_trials=config.n_trials, timeout=config.timeout, callbacks=[tracker, *callbacks]
-    )
-    if config.confirmation.enabled and engine.count_done(study.get_trials(deepcopy=False)) >= config.n_trials:
-        confirmation = config.confirmation
-        say(
-            f"confirming the {confirmation.top} best trials and the baseline on "
-            f"{confirmation.seeds} fresh seeds each"
+    try:
+        added = engine.run_trials(
+            study,
+            objective,
+            n_trials=config.n_trials,
+            timeout=config.timeout,
+            callbacks=[tracker, *callbacks],
         )
-        objective.plans.update(
-            {t.number: dict(t.user_attrs[PLAN_ATTR]) for t in study.get_trials() if PLAN_ATTR in t.user_attrs}
-        )
-        run_confirmation(
-            study, objective.confirm, confirmation, seed=config.seed, callbacks=confirm_callbacks
-        )
+        if (
+            config.confirmation.enabled
+            and engine.count_done(study.get_trials(deepcopy=False)) >= config.n_trials
+        ):
+            confirmation = config.confirmation
+            say(
+                f"confirming the {confirmation.top} best trials and the baseline on "
+                f"{confirmation.seeds} fresh seeds each"
+            )
+            objective.plans.update(
+                {
+                    t.number: dict(t.user_attrs[PLAN_ATTR])
+                    for t in study.get_trials()
+                    if PLAN_ATTR in t.user_attrs
+                }
+            )
+            run_confirmation(
+                study, objective.confirm, confirmation, seed=config.seed, callbacks=confirm_callbacks
+            )
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the trial is FAIL and its run KILLED already
+        engine.stop_tracking(study, tracker)
+        raise
     engine.finish_tracking(study, tracker, record)
     return engine.outcome(
         study,
@@ -283,6 +308,8 @@ class TaskObjective:
         self.plans: dict[int, dict[str, Any]] = {}
 
     def __call__(self, trial: optuna.Trial) -> float:
+        import optuna
+
         from lrtune.space import sample
 
         record = self.record
@@ -291,20 +318,24 @@ class TaskObjective:
         )
         trial.set_user_attr(PLAN_ATTR, plan.to_dict())
         seed = (self.seed + trial.number) % 2**32
-        epochs_trained: list[int] = []
-        try:
-            with self.tracker.start_trial(trial, params=trial.params) as run:
-                trial.set_user_attr(RUN_ATTR, run.run_id)
+        spent: list[int] = []  # epochs each training run of this trial trained
+        with _note_interrupted(trial.number), self.tracker.start_trial(trial, params=trial.params) as run:
+            trial.set_user_attr(RUN_ATTR, run.run_id)
+            try:
                 if self.pruner == RACING:
-                    return self._race(trial, run, plan.to_dict(), seed=seed, counted=epochs_trained)
-                hook = _EpochHook(
-                    trial, run, self.task, metric=record.metric, pruner=self.pruner, epochs=record.epochs
-                )
-                final = self._fit(plan.to_dict(), seed=seed, hook=hook, counted=epochs_trained)
-                trial.set_user_attr(VAL_LOSS_ATTR, _finite_or_none(final.val_loss))
-                return hook.value(final)
-        finally:
-            trial.set_user_attr(EPOCHS_ATTR, sum(epochs_trained))
+                    value = self._race(trial, run, plan.to_dict(), seed=seed, counted=spent)
+                else:
+                    hook = _EpochHook(
+                        trial, run, self.task, metric=record.metric, pruner=self.pruner, epochs=record.epochs
+                    )
+                    final = self._fit(plan.to_dict(), seed=seed, hook=hook, counted=spent)
+                    trial.set_user_attr(VAL_LOSS_ATTR, _finite_or_none(final.val_loss))
+                    value = hook.value(final)
+            except optuna.TrialPruned:
+                trial.set_user_attr(EPOCHS_ATTR, sum(spent))
+                raise
+            trial.set_user_attr(EPOCHS_ATTR, sum(spent))
+            return value
 
     def _fit(
         self, plan: Mapping[str, Any], *, seed: int, hook: _EpochLogger, counted: list[int]
@@ -380,6 +411,18 @@ class TaskObjective:
         if math.isnan(value):
             return -math.inf if self.record.direction == "maximize" else math.inf
         return value
+
+
+@contextlib.contextmanager
+def _note_interrupted(number: int) -> Iterator[None]:
+    """Record ``number`` on a :class:`~lrtune.study.interrupts.StudyInterrupted` passing through."""
+    from lrtune.study.interrupts import StudyInterrupted
+
+    try:
+        yield
+    except StudyInterrupted as exc:
+        exc.trials.append(number)
+        raise
 
 
 class _EpochLogger:

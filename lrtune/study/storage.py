@@ -2,8 +2,8 @@
 
 Every study storage is an :class:`optuna.storages.RDBStorage` (``sqlite:///lrtune.db`` on one
 machine, PostgreSQL or MySQL for many workers) with a heartbeat: a worker that dies mid-trial
-stops beating, and after :data:`GRACE_PERIOD` seconds the next worker to start a trial marks it
-FAIL and enqueues a copy with the same params (up to :data:`MAX_RETRY` times). Heartbeats are
+stops beating, and after :data:`GRACE_PERIOD` seconds (``--grace-period``) the next worker looking for a
+trial marks it FAIL and enqueues a copy with the same params (up to :data:`MAX_RETRY` times). Heartbeats are
 written only inside ``study.optimize`` (not with ask/tell), so lrtune always uses ``optimize``.
 
 An SQLite storage is opened in WAL mode with ``synchronous=NORMAL`` (a study commits a few
@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,12 +102,20 @@ def check_sqlite_folder(url: str, *, what: str = "study storage") -> None:
         raise UsageError(f"the {what} path {str(path)!r} is a folder, not a database file")
 
 
-def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.RDBStorage:
+def open_storage(
+    url: str,
+    *,
+    heartbeat: bool = True,
+    heartbeat_interval: int = HEARTBEAT_INTERVAL,
+    grace_period: int = GRACE_PERIOD,
+) -> optuna.storages.RDBStorage:
     """Open (creating the tables if new) the RDB storage at ``url``.
 
     Args:
         url: an SQLAlchemy URL: ``sqlite:///lrtune.db``, ``postgresql://user:pw@host/db``, ...
         heartbeat: record heartbeats and retry crashed trials (see the module docstring).
+        heartbeat_interval: seconds between two heartbeats of a running trial.
+        grace_period: seconds without a heartbeat after which a running trial counts as crashed.
 
     Raises:
         UsageError: the URL cannot be opened (the message has the password masked).
@@ -127,13 +136,22 @@ def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.RDBStor
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if heartbeat:
                 kwargs.update(
-                    heartbeat_interval=HEARTBEAT_INTERVAL,
-                    grace_period=GRACE_PERIOD,
+                    heartbeat_interval=int(heartbeat_interval),
+                    grace_period=int(grace_period),
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                         max_retry=MAX_RETRY
                     ),
                 )
-            return optuna.storages.RDBStorage(url, **kwargs)
+            for attempt in range(3):
+                try:
+                    return optuna.storages.RDBStorage(url, **kwargs)
+                except Exception as exc:  # workers creating the tables of a new storage at once
+                    if attempt == 2 or not any(
+                        text in str(exc) for text in ("already exists", "duplicate key", "UniqueViolation")
+                    ):
+                        raise
+                    time.sleep(0.5 * (attempt + 1))
+            raise AssertionError("unreachable")
     except Exception as exc:
         raise UsageError(
             f"cannot open the study storage {mask_secrets(url)}: {mask_secrets(f'{type(exc).__name__}: {one_line(exc)}')}"

@@ -152,7 +152,7 @@ def tune(
     if tracking is not None and engine.count_done(study.get_trials(deepcopy=False)) < n_trials:
         from lrtune.tracking import StudyTracker
 
-        tracker = StudyTracker(tracking, study_name=study_name)
+        tracker = StudyTracker(tracking, study_name=study_name, end_in_background=True)
         engine.start_tracking(study, tracker, config_params=config, finder={})
     objective = _Objective(train_fn, record, tracker=tracker, pruner=pruner)
     engine.run_trials(

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""The tag the MLflow UI reads to open an experiment on its runs (not on the GenAI pages)."""
+EXPERIMENT_KIND = "custom_model_development"
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 _MAX_PARAM_LENGTH = 6000
@@ -133,6 +136,8 @@ def open_client(settings: TrackingSettings) -> MlflowClient:
     from lrtune.tracking.sqlite_tuning import tune_sqlite_url
 
     quiet_mlflow_logs()  # after the import: importing mlflow configures its own loggers
+    # Ending a run on a server would print "View run ... at: URL" to stdout (and ask the server once more).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     uri = absolute_sqlite_uri(settings.tracking_uri)
     tune_sqlite_url(uri)
     try:
@@ -147,7 +152,12 @@ def open_client(settings: TrackingSettings) -> MlflowClient:
 
 
 def experiment_id(client: MlflowClient, settings: TrackingSettings) -> str:
-    """Id of the experiment named in ``settings``, created (with lrtune's artifact root) if missing."""
+    """Id of the experiment named in ``settings``, created (with lrtune's artifact root) if missing.
+
+    An experiment lrtune creates carries ``mlflow.experimentKind = custom_model_development``, so
+    the MLflow UI opens it on its runs. On a server, artifacts go where the server says (through
+    the server, ``mlflow-artifacts:/``, when it serves them).
+    """
     from mlflow.exceptions import MlflowException
 
     found = client.get_experiment_by_name(settings.experiment)
@@ -160,7 +170,11 @@ def experiment_id(client: MlflowClient, settings: TrackingSettings) -> str:
     root = artifact_root(settings.tracking_uri)
     location = f"{root}/{_slug(settings.experiment)}" if root else None
     try:
-        return str(client.create_experiment(settings.experiment, artifact_location=location))
+        return str(
+            client.create_experiment(
+                settings.experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
+        )
     except MlflowException:
         # Another worker created it between our lookup and our create.
         again = client.get_experiment_by_name(settings.experiment)
@@ -233,6 +247,8 @@ def _slug(name: str) -> str:
 
 __all__ = [
     "DEFAULT_TRACKING_URI",
+    "EXPERIMENT_KIND",
+    "EXPERIMENT_KIND_TAG",
     "MAX_METRICS_PER_BATCH",
     "MAX_PARAMS_PER_BATCH",
     "TrackingSettings",

@@ -85,17 +85,23 @@ class StudyTracker:
     Args:
         settings: tracking URI and experiment (for a study, the experiment is usually its name).
         study_name: the Optuna study's name, kept in tag ``lrtune.study``.
+        end_in_background: trial runs end through the background writer (after what was queued
+            for them) instead of waiting for the store; :meth:`flush` waits for them. A trial on
+            an MLflow server then waits for no request at its end.
 
     The tracker is also an Optuna callback (``study.optimize(..., callbacks=[tracker])``): after
     each trial it makes the trial's run agree with the state Optuna recorded (e.g. a NaN
     objective that Optuna marks FAIL) and logs the objective as metric ``objective``.
     """
 
-    def __init__(self, settings: TrackingSettings, *, study_name: str) -> None:
+    def __init__(
+        self, settings: TrackingSettings, *, study_name: str, end_in_background: bool = False
+    ) -> None:
         if not study_name.strip():
             raise UsageError(f"the study name must not be empty {study_name=}")
         self.settings = settings
         self.study_name = study_name
+        self.end_in_background = end_in_background
         self._client: MlflowClient | None = None
         self._writer: BatchWriter | None = None
         self._experiment_id: str | None = None
@@ -157,6 +163,11 @@ class StudyTracker:
             self._parent_id = parent
         self.close_stale_runs(study)
         return parent
+
+    @property
+    def has_parent(self) -> bool:
+        """Whether :meth:`ensure_parent` found or created the parent run."""
+        return self._parent_id is not None
 
     def parent_run_id(self) -> str:
         """The published parent run id, read again from the study (after ``ensure_parent``)."""
@@ -271,10 +282,11 @@ class StudyTracker:
             self.client.set_tag(parent, key, tag)
 
     def finish_parent(self, study: optuna.Study) -> None:
-        """Mark the parent FINISHED unless trials are still running (another worker will finish it)."""
+        """End runs of trials failed elsewhere; mark the parent FINISHED unless trials still run elsewhere."""
         import optuna
 
         self.flush()
+        self.close_stale_runs(study)
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         if not running:
             self.client.set_terminated(self.parent_run_id(), status="FINISHED")
@@ -302,11 +314,17 @@ class StudyTracker:
         if retried_from is not None:
             tags["lrtune.retried_from"] = str(retried_from)
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial.number}", tags=tags)
-        trial_run = TrialRun(self.client, str(run.info.run_id), number=trial.number, writer=self.writer)
-        # Queued like the epochs: stored before the run ends, without holding up the trial.
-        self.writer.log(trial_run.run_id, params=param_entities(trial.params if params is None else params))
+        trial_run = TrialRun(
+            self.client,
+            str(run.info.run_id),
+            number=trial.number,
+            writer=self.writer,
+            end_in_background=self.end_in_background,
+        )
         with self._lock:
             self._runs[trial.number] = trial_run
+        # Queued like the epochs: stored before the run ends, without holding up the trial.
+        self.writer.log(trial_run.run_id, params=param_entities(trial.params if params is None else params))
         if retried_from is not None and self._study is not None:
             self.close_stale_runs(self._study)
         return trial_run
@@ -332,6 +350,19 @@ class StudyTracker:
         self.writer.log(confirm_run.run_id, params=param_entities(params))
         return confirm_run
 
+    def kill_open_runs(self, reason: str = "interrupted") -> int:
+        """End KILLED (trial state FAIL) the runs of this tracker's trials still open; returns how many.
+
+        For an interrupt: a trial stopped before its run was ended (between the run's creation
+        and the ``with`` block) is left with no open run.
+        """
+        with self._lock:
+            runs = [run for run in self._runs.values() if run.state == "RUNNING"]
+            self._runs.clear()
+        for run in runs:
+            run.kill(reason)
+        return len(runs)
+
     def close_stale_runs(self, study: optuna.Study) -> int:
         """End RUNNING trial runs whose trial Optuna already finished (a worker died); returns how many."""
         finished = {t.number: t for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
@@ -345,9 +376,13 @@ class StudyTracker:
                 continue
             state = frozen.state.name
             reason = "the worker stopped before ending this run"
-            TrialRun(self.client, run.info.run_id, number=frozen.number, writer=self.writer).finish(
-                state if state in RUN_STATUS else "FAIL", reason=reason
-            )
+            TrialRun(
+                self.client,
+                run.info.run_id,
+                number=frozen.number,
+                writer=self.writer,
+                end_in_background=self.end_in_background,
+            ).finish(state if state in RUN_STATUS else "FAIL", reason=reason)
             closed += 1
         if closed:
             logger.info("study %r: ended %d runs left open by stopped workers", self.study_name, closed)
@@ -380,13 +415,20 @@ class TrialRun:
     """
 
     def __init__(
-        self, client: MlflowClient, run_id: str, *, number: int, writer: BatchWriter | None = None
+        self,
+        client: MlflowClient,
+        run_id: str,
+        *,
+        number: int,
+        writer: BatchWriter | None = None,
+        end_in_background: bool = False,
     ) -> None:
         self.client = client
         self.run_id = run_id
         self.number = number
         self.state = "RUNNING"
         self.writer = writer if writer is not None else BatchWriter(client)
+        self.end_in_background = end_in_background
 
     def log_epoch(
         self,
@@ -445,6 +487,10 @@ class TrialRun:
             raise UsageError(f"unknown trial state {state=}; known: {', '.join(RUN_STATUS)}")
         self._end(RUN_STATUS[state], state=state, reason=reason, force=force)
 
+    def kill(self, reason: str) -> None:
+        """End the run KILLED, with trial state FAIL (an interrupted trial, run again later)."""
+        self._end("KILLED", state="FAIL", reason=reason)
+
     def _end(self, status: str, *, state: str, reason: str | None, force: bool = False) -> None:
         if self.state != "RUNNING" and not force:
             self.flush()
@@ -454,6 +500,11 @@ class TrialRun:
         tags = [RunTag("lrtune.state", state)]
         if reason:
             tags.append(RunTag("lrtune.reason", mask_secrets(reason)[:_MAX_TAG_LENGTH]))
+        if self.end_in_background:  # the writer ends the run after sending what was queued for it
+            self.writer.log(self.run_id, tags=tags)
+            self.writer.end_run(self.run_id, status)
+            self.state = state
+            return
         # The tags join the last queued metrics in one request; everything is stored before the end.
         failures = self.writer.failures
         self.writer.log(self.run_id, tags=tags)
@@ -482,7 +533,11 @@ class TrialRun:
             elif isinstance(exc, Exception):
                 self.finish("FAIL", reason=f"{type(exc).__name__}: {one_line(exc)}")
             else:  # KeyboardInterrupt, SystemExit: Optuna records FAIL, MLflow shows KILLED
-                self._end("KILLED", state="FAIL", reason=f"interrupted ({type(exc).__name__})")
+                self.kill(
+                    f"interrupted ({type(exc).__name__}: {exc})"
+                    if str(exc)
+                    else f"interrupted ({type(exc).__name__})"
+                )
         except Exception as log_error:
             if exc is None:
                 raise

@@ -44,6 +44,14 @@ class _Batch:
         return len(self.metrics) + len(self.params) + len(self.tags)
 
 
+@dataclass(frozen=True)
+class _End:
+    """Ending a run (``set_terminated``), sent after everything queued before it."""
+
+    run_id: str
+    status: str
+
+
 class BatchWriter:
     """Sends MLflow ``log_batch`` requests from one background thread, in the order they were queued.
 
@@ -100,7 +108,7 @@ class BatchWriter:
         self.settle = settle
         self.idle_seconds = idle_seconds
         self.failures = 0
-        self._queue: queue.SimpleQueue[_Batch | threading.Event] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Batch | _End | threading.Event] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pending = 0
         self._thread: threading.Thread | None = None
@@ -131,6 +139,10 @@ class BatchWriter:
         if batches:
             self._put(*batches)
 
+    def end_run(self, run_id: str, status: str) -> None:
+        """Queue the end of a run: sent after everything queued before it, without waiting."""
+        self._put(_End(run_id, status))
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every request queued so far was sent (or failed); False if ``timeout`` ran out."""
         with self._lock:
@@ -146,7 +158,7 @@ class BatchWriter:
         with self._lock:
             return self._pending
 
-    def _put(self, *items: _Batch | threading.Event) -> None:
+    def _put(self, *items: _Batch | _End | threading.Event) -> None:
         with self._lock:
             for item in items:
                 self._queue.put(item)
@@ -168,7 +180,7 @@ class BatchWriter:
                 continue
             self._process(self._gather(first))
 
-    def _gather(self, first: _Batch | threading.Event) -> list[_Batch | threading.Event]:
+    def _gather(self, first: _Batch | _End | threading.Event) -> list[_Batch | _End | threading.Event]:
         """``first`` and what arrives until the next send is due (at once when a flush waits)."""
         items = [first]
         due = max(self._last_send + self.min_interval, time.monotonic() + self.settle)
@@ -180,7 +192,7 @@ class BatchWriter:
                 break
         return items
 
-    def _process(self, items: Sequence[_Batch | threading.Event]) -> None:
+    def _process(self, items: Sequence[_Batch | _End | threading.Event]) -> None:
         """Send the batches, merging neighbours of one run; a flush is done once all before it are sent."""
         merged: _Batch | None = None
         count = 0  # queued items inside ``merged``
@@ -191,6 +203,14 @@ class BatchWriter:
                     merged, count = None, 0
                 self._done(1)
                 item.set()
+            elif isinstance(item, _End):
+                if merged is not None:
+                    self._send(merged, count)
+                    merged, count = None, 0
+                try:
+                    self._terminate(item)
+                finally:
+                    self._done(1)
             elif merged is not None and merged.fits(item):
                 merged.metrics += item.metrics
                 merged.params += item.params
@@ -214,6 +234,18 @@ class BatchWriter:
         finally:
             self._last_send = time.monotonic()
             self._done(count)
+
+    def _terminate(self, end: _End) -> None:
+        try:
+            self.client.set_terminated(end.run_id, status=end.status)
+        except Exception as exc:
+            self.failures += 1
+            logger.warning(
+                "could not end MLflow run %s as %s: %s",
+                end.run_id,
+                end.status,
+                mask_secrets(f"{type(exc).__name__}: {one_line(exc)}"),
+            )
 
     def _log(self, batch: _Batch) -> None:
         try:
