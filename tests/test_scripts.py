@@ -170,8 +170,13 @@ def test_compare_strategies_scores_every_strategy_on_the_test_split(tmp_path: Pa
     assert (
         f"{best['schedule']['type']}: base_lr {best['schedule']['base_lr']:.3g}" in out
     )  # what was retrained
-    suggested = re.search(r"cosine from the range test's suggested_lr (\S+) to 0, no warmup", out)
+    suggested = re.search(
+        r"cosine from the range test's suggested_lr (\S+) to 0.1% of it, no warmup \(the study's baseline trial\)",
+        out,
+    )
     assert suggested, out
+    if "baseline" in best:  # the strong default is exactly the baseline the study confirmed against
+        assert f"{best['baseline']['schedule']['base_lr']:.3g}" == suggested.group(1)
     assert re.search(
         r"^gain of the study winner over the strong default \(test accuracy\), paired over 2 seeds: "
         r"[+-]\d\.\d{4}, 95% CI \[[+-]\d\.\d{4}, [+-]\d\.\d{4}\]$",

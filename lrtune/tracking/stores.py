@@ -141,6 +141,7 @@ def open_client(settings: TrackingSettings) -> MlflowClient:
     uri = absolute_sqlite_uri(settings.tracking_uri)
     tune_sqlite_url(uri)
     try:
+        _probe_database(uri)
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
     except Exception as exc:
@@ -149,6 +150,26 @@ def open_client(settings: TrackingSettings) -> MlflowClient:
             f"{mask_secrets(one_line(exc))}"
         ) from None
     return client
+
+
+def _probe_database(uri: str) -> None:
+    """Connect once to a database store other than SQLite, so a wrong address fails in seconds.
+
+    MLflow itself retries a failing database connection with growing pauses (about 100 s in all)
+    before it gives up.
+    """
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme not in ("postgresql", "mysql", "mssql"):
+        return
+    import sqlalchemy
+
+    connect_args = {"connect_timeout": 10} if scheme in ("postgresql", "mysql") else {}
+    engine = sqlalchemy.create_engine(uri, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
 
 
 def experiment_id(client: MlflowClient, settings: TrackingSettings) -> str:
