@@ -134,7 +134,7 @@ def test_study_prints_one_line_per_trial_and_a_summary(made: Made) -> None:
     assert all("COMPLETE" in line for line in confirms)
     assert "confirmed  6 of 6 runs on fresh seeds" in out
     assert "over 3 fresh seeds" in out and "(cosine from the finder's suggestion)" in out
-    assert "confirming the 3 best trials and the baseline on 3 fresh seeds each" in made.ok.stderr
+    assert "confirming up to 3 best trials and the baseline on 3 fresh seeds each" in made.ok.stderr
     assert "ok: 2 complete, 0 pruned, 0 failed" in out
     assert "val_accuracy (maximize)" in out
     assert "lrtune ui --tracking-uri sqlite:///mlflow.db" in out

@@ -241,7 +241,7 @@ def run_study(
         ):
             confirmation = config.confirmation
             say(
-                f"confirming the {confirmation.top} best trials and the baseline on "
+                f"confirming up to {confirmation.top} best trials and the baseline on "
                 f"{confirmation.seeds} fresh seeds each"
             )
             objective.plans.update(
