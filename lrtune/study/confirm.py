@@ -151,21 +151,15 @@ def stored_candidates(confirm_study: optuna.Study) -> dict[str, Any] | None:
     return dict(stored) if isinstance(stored, Mapping) else None
 
 
-def fix_candidates(
-    study: optuna.Study, confirm_study: optuna.Study, settings: ConfirmSettings, *, seed: int
-) -> dict[str, Any] | None:
-    """Choose the candidates unless the stored ones still fit the search; store and return them.
+def fix_candidates(confirm_study: optuna.Study, chosen: Mapping[str, Any]) -> dict[str, Any]:
+    """Store ``chosen`` (from :func:`choose_candidates`) unless the stored candidates are the same; return them.
 
     Workers reaching this at the same moment choose from the same finished trials; the last
     write wins and every worker re-reads it.
     """
-    chosen = choose_candidates(study, settings, seed=seed)
-    if chosen is None:
-        return None
-    stored = stored_candidates(confirm_study)
-    if stored != chosen:
-        confirm_study.set_user_attr(CANDIDATES_ATTR, chosen)
-    return stored_candidates(confirm_study) or chosen
+    if stored_candidates(confirm_study) != chosen:
+        confirm_study.set_user_attr(CANDIDATES_ATTR, dict(chosen))
+    return stored_candidates(confirm_study) or dict(chosen)
 
 
 def queue_missing(confirm_study: optuna.Study, candidates: Mapping[str, Any]) -> int:
@@ -206,15 +200,16 @@ def run_confirmation(
 
     if not settings.enabled:
         return 0
-    confirm_study = open_confirm_study(study)
-    candidates = fix_candidates(study, confirm_study, settings, seed=seed)
-    if candidates is None:
+    chosen = choose_candidates(study, settings, seed=seed)
+    if chosen is None:
         logger.warning(
             "study %r: nothing to confirm (no complete trial, or no baseline trial in a study made "
             "by an older lrtune)",
             study.study_name,
         )
         return 0
+    confirm_study = open_confirm_study(study)
+    candidates = fix_candidates(confirm_study, chosen)
     finished = 0
 
     def after_each(confirm: optuna.Study, trial: FrozenTrial) -> None:
