@@ -295,9 +295,15 @@ auto a range test runs first and its bounds become the search space. --n-trials 
 total: re-running a command resumes the study and adds only the missing trials (complete and
 pruned trials count; failed ones are run again).
 
-The pruner judges no trial before one epoch past the longest warmup the space can draw:
-pruning earlier punishes warmup, one-cycle and late-annealing schedules (short-horizon bias,
-Wu et al. 2018). A trial whose loss diverges is pruned with the reason; the study goes on.
+Trial 0 is the strong default: a cosine from the range test's suggested LR, no warmup. The
+pruner judges no trial before one epoch past the longest warmup the space can draw: pruning
+earlier punishes warmup, one-cycle and late-annealing schedules (short-horizon bias, Wu et al.
+2018); racing trains every trial's whole schedule and sends the best third to more seeds. A
+trial whose loss diverges is pruned with the reason; the study goes on.
+
+Before a winner is named, the --confirm best trials and the baseline are retrained on
+--confirm-seeds fresh seeds; the winner is the best mean, and the summary gives its gain over
+the baseline.
 """
 
 
