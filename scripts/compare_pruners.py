@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import statistics
 import sys
 import tempfile
@@ -41,7 +40,7 @@ from lrtune.find_job import FindSettings, run_find
 from lrtune.optimizers import OptimizerSpec
 from lrtune.study import run_study
 from lrtune.study.engine import count_done
-from lrtune.study.selection import EPOCHS_ATTR
+from lrtune.study.selection import EPOCHS_ATTR, t_interval
 from lrtune.tasks import Task, load_task, metric_name
 from lrtune.trainer import TrainSettings, fit
 
@@ -149,17 +148,6 @@ def one_study(
         winner_test=test_scores(task, winner, epochs=epochs, seeds=seeds),
         default_test=test_scores(task, baseline, epochs=epochs, seeds=seeds),
     )
-
-
-def t_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and a 95 % t-interval."""
-    from scipy import stats
-
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, mean, mean
-    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return mean, mean - half, mean + half
 
 
 def report(runs: list[StudyRun], metric: dict[str, str]) -> None:

@@ -60,6 +60,7 @@ from lrtune.config import load_study_file
 from lrtune.errors import LrtuneError
 from lrtune.optimizers import OptimizerSpec
 from lrtune.space import MIN_LR_RATIO
+from lrtune.study.selection import t_interval
 from lrtune.tasks import Task, load_task, metric_name
 from lrtune.trainer import FitResult, TrainSettings, fit
 
@@ -160,19 +161,10 @@ def paired_interval(
     a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE
 ) -> tuple[float, float, float]:
     """Mean of ``a − b`` over the pairs and its two-sided Student-t interval ``(mean, low, high)``."""
-    from scipy import stats
-
     diffs = [x - y for x, y in zip(a, b, strict=True) if math.isfinite(x) and math.isfinite(y)]
     if len(diffs) < 2:
-        mean = diffs[0] if diffs else math.nan
-        return mean, math.nan, math.nan
-    mean = statistics.fmean(diffs)
-    half = (
-        float(stats.t.ppf(0.5 + confidence / 2, len(diffs) - 1))
-        * statistics.stdev(diffs)
-        / math.sqrt(len(diffs))
-    )
-    return mean, mean - half, mean + half
+        return (diffs[0] if diffs else math.nan), math.nan, math.nan
+    return t_interval(diffs, confidence)
 
 
 # --------------------------------------------------------------------------- the strategies

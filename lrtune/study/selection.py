@@ -143,16 +143,27 @@ class Winner:
             _signed(b, self.direction) - _signed(w, self.direction)
             for w, b in zip(self.best.values, self.baseline.values, strict=True)
         ]
-        if len(diffs) < 2:
-            return self.gain, self.gain
-        from scipy import stats
+        _, low, high = t_interval(diffs, confidence)
+        return low, high
 
-        half = (
-            stats.t.ppf(0.5 + confidence / 2, len(diffs) - 1)
-            * statistics.stdev(diffs)
-            / math.sqrt(len(diffs))
-        )
-        return self.gain - half, self.gain + half
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean and its two-sided Student-t interval (low = high = mean for one value).
+
+    Example:
+        >>> [round(v, 3) for v in t_interval([0.03, 0.02, 0.04])]  # t(0.975, 2) = 4.303
+        [0.03, 0.005, 0.055]
+    """
+    if not values:
+        raise ValueError("t_interval needs at least one value")
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, mean, mean
+    from scipy import stats
+
+    quantile = float(stats.t.ppf(0.5 + confidence / 2, len(values) - 1))
+    half = quantile * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
 
 
 def confirmed_winner(confirmed: Sequence[Confirmed], *, baseline_number: int, direction: str) -> Winner:
@@ -190,4 +201,5 @@ __all__ = [
     "baseline_number",
     "confirmed_winner",
     "ranked",
+    "t_interval",
 ]
